@@ -1,0 +1,183 @@
+//! File I/O shared by every stage: atomic writes, `.npy` matrices and id lists.
+//!
+//! Every file ksparse writes goes to a temporary file in the target folder first, is
+//! fsynced, then renamed over the target, so a crash or an error never leaves a
+//! half-written file where a complete one is expected.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ndarray::Array2;
+use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+
+/// Writes a file atomically: `fill` writes into a temporary file beside `path`, which is
+/// fsynced and renamed to `path` only if `fill` succeeds.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<&mut File>) -> Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    {
+        let mut w = BufWriter::new(tmp.as_file_mut());
+        fill(&mut w).with_context(|| format!("writing {}", path.display()))?;
+        w.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("fsync {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot rename into {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes a float32 matrix as `.npy` (C order), atomically.
+pub fn write_npy(path: &Path, m: &Array2<f32>) -> Result<()> {
+    write_atomic(path, |w| Ok(m.write_npy(w)?))
+}
+
+/// Reads a float32 2-D `.npy` matrix and rejects NaN or infinite entries, naming the row.
+pub fn read_npy(path: &Path) -> Result<Array2<f32>> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let m = Array2::<f32>::read_npy(BufReader::new(f))
+        .with_context(|| format!("{}: not a 2-D float32 .npy matrix", path.display()))?;
+    if let Some((row, _)) = m
+        .rows()
+        .into_iter()
+        .enumerate()
+        .find(|(_, r)| r.iter().any(|x| !x.is_finite()))
+    {
+        bail!("{}: row {row} contains NaN or Inf", path.display());
+    }
+    Ok(m)
+}
+
+/// The id list that belongs beside a vectors file: `X.npy` → `X.ids.txt`.
+pub fn ids_path(vectors: &Path) -> PathBuf {
+    vectors.with_extension("ids.txt")
+}
+
+/// Writes one id per line, atomically. Ids must not contain line breaks.
+pub fn write_ids(path: &Path, ids: &[String]) -> Result<()> {
+    if let Some(bad) = ids
+        .iter()
+        .position(|id| id.contains('\n') || id.contains('\r'))
+    {
+        bail!("id #{bad} ({:?}) contains a line break", ids[bad]);
+    }
+    write_atomic(path, |w| {
+        for id in ids {
+            writeln!(w, "{id}")?;
+        }
+        Ok(())
+    })
+}
+
+/// Reads the ids beside a vectors file: `X.ids.txt` (one per line) or `X.ids.json`
+/// (a JSON array of strings), checking that there is one id per row and none repeats.
+pub fn read_ids(vectors: &Path, rows: usize) -> Result<Vec<String>> {
+    let txt = ids_path(vectors);
+    let json = vectors.with_extension("ids.json");
+    let (path, ids): (&Path, Vec<String>) = if txt.is_file() {
+        let text = std::fs::read_to_string(&txt)
+            .with_context(|| format!("cannot read {}", txt.display()))?;
+        (&txt, text.lines().map(str::to_string).collect())
+    } else if json.is_file() {
+        let text = std::fs::read_to_string(&json)
+            .with_context(|| format!("cannot read {}", json.display()))?;
+        let ids = serde_json::from_str(&text)
+            .with_context(|| format!("{}: expected a JSON array of strings", json.display()))?;
+        (&json, ids)
+    } else {
+        bail!(
+            "no id list for {}: expected {} or {}",
+            vectors.display(),
+            txt.display(),
+            json.display()
+        );
+    };
+    if ids.len() != rows {
+        bail!(
+            "{}: {} ids for {rows} rows in {}",
+            path.display(),
+            ids.len(),
+            vectors.display()
+        );
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    for (line, id) in ids.iter().enumerate() {
+        if !seen.insert(id.as_str()) {
+            bail!(
+                "{}: id {id:?} at entry {} appears twice",
+                path.display(),
+                line + 1
+            );
+        }
+    }
+    Ok(ids)
+}
+
+/// Opens a text file for line reading, decompressing it when its name ends in `.gz`.
+pub fn open_lines(path: &Path) -> Result<Box<dyn BufRead>> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let inner: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
+    Ok(Box::new(BufReader::new(inner)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trip_and_nan_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        let m = Array2::from_shape_vec((2, 3), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        write_npy(&p, &m).unwrap();
+        assert_eq!(read_npy(&p).unwrap(), m);
+        let bad = Array2::from_shape_vec((2, 1), vec![1.0, f32::NAN]).unwrap();
+        write_npy(&p, &bad).unwrap();
+        let err = format!("{:#}", read_npy(&p).unwrap_err());
+        assert!(err.contains("row 1") && err.contains("NaN"), "{err}");
+    }
+
+    #[test]
+    fn failed_write_leaves_old_file_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ids.txt");
+        write_ids(&p, &["a".into(), "b".into()]).unwrap();
+        let r = write_atomic(&p, |w| {
+            writeln!(w, "partial")?;
+            bail!("disk on fire")
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "a\nb\n");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary file left behind"
+        );
+    }
+
+    #[test]
+    fn ids_are_checked_against_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = dir.path().join("x.npy");
+        write_ids(&ids_path(&v), &["a".into(), "a".into()]).unwrap();
+        assert!(format!("{:#}", read_ids(&v, 2).unwrap_err()).contains("twice"));
+        assert!(format!("{:#}", read_ids(&v, 3).unwrap_err()).contains("2 ids for 3 rows"));
+    }
+}

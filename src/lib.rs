@@ -1,0 +1,30 @@
+//! ksparse: single-stage semantic search with K-sparse codes.
+//!
+//! The data's path, one module per stage:
+//! text ([`data`]) → dense vectors ([`embed`]) → search ([`search`]) → metrics ([`eval`]).
+//! [`io`] holds the file formats every stage shares; [`bench`] measures the stages.
+//! `ARCHITECTURE.md` describes the path and the file formats.
+
+pub mod bench;
+pub mod data;
+pub mod embed;
+pub mod eval;
+pub mod io;
+pub mod search;
+
+/// Sets the number of worker threads for everything ksparse runs in parallel (the rayon
+/// pool and candle's matrix kernels). Call once, before any parallel work; 0 = all cores.
+pub fn set_threads(threads: usize) -> anyhow::Result<usize> {
+    let n = if threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        threads
+    };
+    // candle's CPU kernels read the rayon variable to size their own parallelism.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .map_err(|e| anyhow::anyhow!("cannot size the thread pool: {e}"))?;
+    Ok(n)
+}
