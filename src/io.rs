@@ -40,6 +40,57 @@ pub fn write_atomic(
     Ok(())
 }
 
+/// Temporary files and folders are created private (0600 / 0700); what ksparse publishes
+/// gets the usual 0644 / 0755.
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set permissions of {}", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
+/// Builds a folder atomically: `fill` writes into a fresh temporary folder beside `dest`,
+/// which then replaces `dest` (an existing `dest` is moved aside first and removed after).
+/// If `fill` fails, `dest` is untouched and the temporary folder is removed.
+pub fn write_dir_atomic(dest: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create folder {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".ksparse-tmp")
+        .tempdir_in(&parent)
+        .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
+    fill(tmp.path()).with_context(|| format!("writing {}", dest.display()))?;
+    set_mode(tmp.path(), 0o755)?;
+    let old = parent.join(format!(".ksparse-old-{}", std::process::id()));
+    let had_old = dest.exists();
+    if had_old {
+        std::fs::rename(dest, &old)
+            .with_context(|| format!("cannot move {} aside", dest.display()))?;
+    }
+    let tmp_path = tmp.keep();
+    if let Err(e) = std::fs::rename(&tmp_path, dest) {
+        if had_old {
+            let _ = std::fs::rename(&old, dest);
+        }
+        let _ = std::fs::remove_dir_all(&tmp_path);
+        return Err(e).with_context(|| format!("cannot rename into {}", dest.display()));
+    }
+    if had_old {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove the previous {}", old.display()))?;
+    }
+    Ok(())
+}
+
 /// Writes a float32 matrix as `.npy` (C order), atomically.
 pub fn write_npy(path: &Path, m: &Array2<f32>) -> Result<()> {
     write_atomic(path, |w| Ok(m.write_npy(w)?))
@@ -169,6 +220,26 @@ mod tests {
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
             "temporary file left behind"
+        );
+    }
+
+    #[test]
+    fn folder_replacement_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("model");
+        write_dir_atomic(&dest, |p| Ok(std::fs::write(p.join("a"), "1")?)).unwrap();
+        let r = write_dir_atomic(&dest, |p| {
+            std::fs::write(p.join("a"), "2")?;
+            bail!("interrupted")
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read_to_string(dest.join("a")).unwrap(), "1");
+        write_dir_atomic(&dest, |p| Ok(std::fs::write(p.join("b"), "3")?)).unwrap();
+        assert!(!dest.join("a").exists() && dest.join("b").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "temporary folders left behind"
         );
     }
 

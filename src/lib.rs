@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod data;
 pub mod embed;
+pub mod encoder;
 pub mod eval;
 pub mod io;
 pub mod search;

@@ -10,6 +10,11 @@ use ndarray::Array2;
 use ksparse::bench;
 use ksparse::data::{read_texts, Dataset, Texts};
 use ksparse::embed::Embedder;
+use ksparse::encoder::codes::write_codes;
+use ksparse::encoder::loss::LossWeights;
+use ksparse::encoder::scoring::ScoringMode;
+use ksparse::encoder::train::{Pairs, TrainConfig};
+use ksparse::encoder::{EncoderConfig, SparseEncoder};
 use ksparse::eval::{self, Evaluation};
 use ksparse::io::{ids_path, read_ids, read_npy, write_atomic, write_ids, write_npy};
 
@@ -49,6 +54,41 @@ enum Command {
     ///
     /// Example: ksparse eval-dense --dataset data/scifact --model all-MiniLM-L6-v2
     EvalDense(EvalDenseArgs),
+    /// Sparse exact search on a BEIR dataset with a trained encoder: NDCG@10, Recall@100, MRR@10.
+    ///
+    /// Documents are encoded at --k; queries become sparse queries by --mode. Takes
+    /// precomputed vectors (from `ksparse embed`), with their id lists beside them.
+    ///
+    /// Example: ksparse eval-sparse --dataset data/scifact --encoder enc --corpus-embeddings corpus.npy --query-embeddings queries.npy --mode symmetric
+    EvalSparse {
+        /// BEIR-layout folder.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Qrels split to evaluate.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Encoder folder written by `ksparse train`.
+        #[arg(long)]
+        encoder: PathBuf,
+        /// Corpus vectors (.npy with ids beside).
+        #[arg(long)]
+        corpus_embeddings: PathBuf,
+        /// Query vectors (.npy with ids beside).
+        #[arg(long)]
+        query_embeddings: PathBuf,
+        /// Non-zeros per document code (default: the encoder's k).
+        #[arg(long)]
+        k: Option<usize>,
+        /// symmetric, reconstruction or projected:M.
+        #[arg(long, default_value = "symmetric")]
+        mode: ScoringMode,
+        /// Drop hits whose doc id equals the query id.
+        #[arg(long)]
+        ignore_identical_ids: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Score a TREC run file against qrels (trec_eval conventions).
     EvalRun {
         /// qrels TSV (query-id, corpus-id, score).
@@ -60,6 +100,35 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Train a K-sparse encoder on dense vectors.
+    ///
+    /// Learns z = ReLU(TopK_k(W_enc (x − b_pre) + b_enc)), x̂ = W_dec z + b_pre with the chosen
+    /// loss terms and writes OUTPUT/config.json, OUTPUT/model.safetensors and
+    /// OUTPUT/train-log.jsonl (one line per epoch). The folder appears only when training
+    /// succeeds.
+    ///
+    /// Example: ksparse train --input corpus.npy --output enc --hidden 4d --k 32
+    Train(TrainArgs),
+    /// Encode dense vectors into sparse codes with a trained encoder.
+    ///
+    /// OUTPUT ending in .npz is a SciPy CSR matrix (scipy.sparse.load_npz); anything else is
+    /// ksparse's checksummed codes format (.kspc). The ids are copied beside it (.ids.txt).
+    ///
+    /// Example: ksparse encode --encoder enc --input corpus.npy --output corpus.kspc --k 32
+    Encode {
+        /// Encoder folder written by `ksparse train`.
+        #[arg(long)]
+        encoder: PathBuf,
+        /// Dense vectors (.npy, float32, N × d).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output codes file (.kspc or .npz).
+        #[arg(long)]
+        output: PathBuf,
+        /// Non-zeros per code (default: the k the encoder was trained with).
+        #[arg(long)]
+        k: Option<usize>,
     },
     /// Benchmarks that compare ksparse with the usual tools in the same run.
     #[command(subcommand)]
@@ -129,6 +198,94 @@ struct EvalDenseArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+/// Width of the sparse layer: a number of latents, or a multiple of the input dimension
+/// written like `4d`.
+#[derive(Clone, Copy, Debug)]
+enum Hidden {
+    Latents(usize),
+    TimesDim(usize),
+}
+
+impl std::str::FromStr for Hidden {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{s:?} is not a width: give a number of latents (1536) or a multiple of d (4d)")
+        };
+        match s.strip_suffix('d') {
+            Some(m) => m.parse().map(Hidden::TimesDim).map_err(|_| bad()),
+            None => s.parse().map(Hidden::Latents).map_err(|_| bad()),
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Training vectors (.npy, float32); repeat to concatenate several files.
+    #[arg(long, required = true)]
+    input: Vec<PathBuf>,
+    /// Output encoder folder.
+    #[arg(long)]
+    output: PathBuf,
+    /// Latents h: a number, or a multiple of the input dimension such as 4d.
+    #[arg(long, default_value = "4d")]
+    hidden: Hidden,
+    /// Active latents per code.
+    #[arg(long, default_value_t = 32)]
+    k: usize,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 50)]
+    epochs: usize,
+    /// Vectors per step.
+    #[arg(long, default_value_t = 512)]
+    batch_size: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Seed for initialisation and shuffling (same seed and threads → same model).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of vectors held out for the validation FVU.
+    #[arg(long, default_value_t = 0.05)]
+    validation_fraction: f32,
+    /// Weight of the reconstruction MSE at k (variance-normalised).
+    #[arg(long, default_value_t = 1.0)]
+    mse: f32,
+    /// Weight of the Multi-TopK reconstruction (CSR: 1/8).
+    #[arg(long, default_value_t = 0.125)]
+    multi: f32,
+    /// Multi-TopK uses this many times k latents.
+    #[arg(long, default_value_t = 4)]
+    multi_k_factor: usize,
+    /// Weight of AuxK, the dead-latent residual loss (1/32).
+    #[arg(long, default_value_t = 0.03125)]
+    aux: f32,
+    /// Dead latents used by AuxK per vector.
+    #[arg(long, default_value_t = 512)]
+    aux_k: usize,
+    /// A latent counts as dead after this many training vectors without firing (default: one epoch).
+    #[arg(long)]
+    dead_after: Option<usize>,
+    /// Weight of Dobrynin's relative-distance loss L_dist.
+    #[arg(long, default_value_t = 0.0)]
+    dist: f32,
+    /// Weight of InfoNCE on --pairs (query, relevant document).
+    #[arg(long, default_value_t = 0.0)]
+    nce: f32,
+    /// InfoNCE temperature.
+    #[arg(long, default_value_t = 0.2)]
+    temperature: f32,
+    /// Training pairs: QUERIES.npy CORPUS.npy QRELS.tsv (ids beside each .npy; training qrels only).
+    #[arg(long, num_args = 3, value_names = ["QUERIES", "CORPUS", "QRELS"])]
+    pairs: Option<Vec<PathBuf>>,
+    /// Pairs per step for InfoNCE.
+    #[arg(long, default_value_t = 256)]
+    pair_batch_size: usize,
+    /// Start at this k and anneal linearly to --k by 70 % of training.
+    #[arg(long)]
+    k_anneal_from: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -219,6 +376,109 @@ fn print_eval(e: &Evaluation, json: bool, extra: serde_json::Value) -> Result<()
     Ok(())
 }
 
+fn train(a: TrainArgs) -> Result<()> {
+    let mut data = Vec::new();
+    let mut dim = None;
+    let mut sources = std::collections::HashMap::new();
+    for path in &a.input {
+        let m = read_npy(path)?;
+        if m.nrows() == 0 {
+            anyhow::bail!("{} holds no vectors", path.display());
+        }
+        if *dim.get_or_insert(m.ncols()) != m.ncols() {
+            anyhow::bail!(
+                "{} is {}-d but the first input is {}-d",
+                path.display(),
+                m.ncols(),
+                dim.unwrap_or(0)
+            );
+        }
+        sources.insert(path.display().to_string(), m.nrows());
+        data.extend(m.as_standard_layout().iter());
+    }
+    let dim = dim.context("no --input given")?;
+    let hidden = match a.hidden {
+        Hidden::Latents(h) => h,
+        Hidden::TimesDim(m) => m * dim,
+    };
+    let pairs = match &a.pairs {
+        Some(p) => Some(Pairs::from_files(&p[0], &p[1], &p[2])?),
+        None => None,
+    };
+    if let Some(p) = &pairs {
+        if p.queries.len() % dim != 0 {
+            anyhow::bail!("pair vectors are not {dim}-d like the training vectors");
+        }
+        tracing::info!(pairs = p.len(dim), "training pairs loaded");
+    }
+    let config = TrainConfig {
+        hidden,
+        k: a.k,
+        losses: LossWeights {
+            mse: a.mse,
+            multi: a.multi,
+            multi_k_factor: a.multi_k_factor,
+            aux: a.aux,
+            aux_k: a.aux_k,
+            dist: a.dist,
+            nce: a.nce,
+            temperature: a.temperature,
+        },
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        pair_batch_size: a.pair_batch_size,
+        learning_rate: a.lr,
+        seed: a.seed,
+        validation_fraction: a.validation_fraction,
+        k_anneal_from: a.k_anneal_from,
+        dead_after: a.dead_after,
+    };
+    let bar = progress(0, "training");
+    let (enc, stats, log) = ksparse::encoder::train::train(
+        &data,
+        dim,
+        pairs.as_ref(),
+        &config,
+        |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        },
+        |e| {
+            bar.suspend(|| {
+                tracing::info!(epoch = e.epoch, k = e.k, mse = %format!("{:.4}", e.train.mse), multi = %format!("{:.4}", e.train.multi), aux = %format!("{:.4}", e.train.aux), dist = %format!("{:.4}", e.train.dist), nce = %format!("{:.4}", e.train.nce), val_fvu = %format!("{:.4}", e.validation_fvu), dead = %format!("{:.3}", e.dead_fraction), secs = %format!("{:.1}", e.seconds), "epoch")
+            })
+        },
+    )?;
+    bar.finish_and_clear();
+    let meta = EncoderConfig {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        dim,
+        hidden,
+        k: a.k,
+        training: config,
+        data: stats,
+        sources,
+    };
+    ksparse::io::write_dir_atomic(&a.output, |dir| {
+        enc.save(dir, &meta)?;
+        write_atomic(&dir.join("train-log.jsonl"), |w| {
+            for e in &log {
+                serde_json::to_writer(&mut *w, e)?;
+                std::io::Write::write_all(w, b"\n")?;
+            }
+            Ok(())
+        })
+    })?;
+    let last = log.last().context("no epoch ran")?;
+    println!(
+        "{}",
+        serde_json::to_string(
+            &serde_json::json!({ "output": a.output, "validation_fvu": last.validation_fvu, "dead_fraction": last.dead_fraction, "hidden": hidden, "k": a.k })
+        )?
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let level = ["info", "debug", "trace"][cli.verbose.min(2) as usize];
@@ -264,6 +524,71 @@ fn main() -> Result<()> {
                 &result,
                 a.json,
                 serde_json::json!({ "dataset": a.dataset, "model": a.model.model, "split": a.split }),
+            )?;
+        }
+        Command::Train(a) => train(a)?,
+        Command::Encode {
+            encoder,
+            input,
+            output,
+            k,
+        } => {
+            let (enc, config) = SparseEncoder::load(&encoder)?;
+            let x = read_npy(&input)?;
+            if x.ncols() != enc.dim {
+                anyhow::bail!(
+                    "{} has {}-d vectors but the encoder expects {}-d",
+                    input.display(),
+                    x.ncols(),
+                    enc.dim
+                );
+            }
+            let k = k.unwrap_or(config.k);
+            if k == 0 || k > enc.hidden {
+                anyhow::bail!(
+                    "--k {k} must be between 1 and the encoder width {}",
+                    enc.hidden
+                );
+            }
+            let ids = read_ids(&input, x.nrows())?;
+            let start = std::time::Instant::now();
+            let data = x.as_standard_layout();
+            let codes = enc.encode(data.as_slice().expect("standard layout"), x.nrows(), k);
+            let secs = start.elapsed().as_secs_f64();
+            write_codes(&output, &codes, enc.hidden)?;
+            write_ids(&ids_path(&output), &ids)?;
+            let nnz: usize = codes.iter().map(|c| c.len()).sum();
+            tracing::info!(
+                rows = codes.len(),
+                k,
+                mean_nnz = nnz as f64 / codes.len().max(1) as f64,
+                vectors_per_s = codes.len() as f64 / secs,
+                "wrote {}",
+                output.display()
+            );
+        }
+        Command::EvalSparse {
+            dataset,
+            split,
+            encoder,
+            corpus_embeddings,
+            query_embeddings,
+            k,
+            mode,
+            ignore_identical_ids,
+            json,
+        } => {
+            let ds = Dataset::load(&dataset, &split)?;
+            let (enc, config) = SparseEncoder::load(&encoder)?;
+            let k = k.unwrap_or(config.k);
+            let corpus = read_aligned(&corpus_embeddings, &ds.corpus)?;
+            let queries = read_aligned(&query_embeddings, &ds.queries)?;
+            let (result, _) =
+                eval::sparse_exact(&ds, &corpus, &queries, &enc, k, mode, ignore_identical_ids)?;
+            print_eval(
+                &result,
+                json,
+                serde_json::json!({ "dataset": dataset, "encoder": encoder, "k": k, "hidden": enc.hidden, "mode": mode.to_string(), "split": split }),
             )?;
         }
         Command::EvalRun { qrels, run, json } => {

@@ -125,3 +125,142 @@ fn eval_run_scores_a_trec_file() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["mean"]["mrr@10"], 0.5);
 }
+
+fn random_vectors(
+    dir: &std::path::Path,
+    name: &str,
+    rows: usize,
+    dim: usize,
+) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let data: Vec<f32> = (0..rows * dim)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0 - 1.0) * ((i % 13) as f32 / 13.0))
+        .collect();
+    ksparse::io::write_npy(
+        &path,
+        &ndarray::Array2::from_shape_vec((rows, dim), data).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<String> = (0..rows).map(|i| format!("doc{i}")).collect();
+    ksparse::io::write_ids(&ksparse::io::ids_path(&path), &ids).unwrap();
+    path
+}
+
+#[test]
+fn train_then_encode_writes_valid_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = random_vectors(dir.path(), "x.npy", 300, 12);
+    let enc = dir.path().join("enc");
+    ksparse()
+        .args([
+            "train",
+            "--hidden",
+            "4d",
+            "--k",
+            "4",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "64",
+            "--input",
+        ])
+        .arg(&x)
+        .arg("--output")
+        .arg(&enc)
+        .assert()
+        .success();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(enc.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (config["hidden"].as_u64(), config["k"].as_u64()),
+        (Some(48), Some(4))
+    );
+    assert_eq!(
+        std::fs::read_to_string(enc.join("train-log.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3
+    );
+
+    let codes = dir.path().join("codes.kspc");
+    ksparse()
+        .args(["encode", "--k", "8", "--encoder"])
+        .arg(&enc)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output")
+        .arg(&codes)
+        .assert()
+        .success();
+    let (read, hidden) = ksparse::encoder::codes::read_codes(&codes).unwrap();
+    assert_eq!((read.len(), hidden), (300, 48));
+    assert!(read
+        .iter()
+        .all(|c| c.len() <= 8 && c.values.iter().all(|v| *v > 0.0)));
+    assert_eq!(ksparse::io::read_ids(&codes, 300).unwrap()[299], "doc299");
+    let npz = dir.path().join("codes.npz");
+    ksparse()
+        .args(["encode", "--encoder"])
+        .arg(&enc)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output")
+        .arg(&npz)
+        .assert()
+        .success();
+    assert!(npz.is_file());
+
+    // A corrupt model file is named, and no codes are written.
+    let weights = enc.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let out = ksparse()
+        .args(["encode", "--encoder"])
+        .arg(&enc)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output")
+        .arg(dir.path().join("new.kspc"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("model.safetensors"));
+    assert!(!dir.path().join("new.kspc").exists());
+}
+
+#[test]
+fn train_rejects_bad_input_and_leaves_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = random_vectors(dir.path(), "x.npy", 50, 6);
+    let y = random_vectors(dir.path(), "y.npy", 50, 5);
+    let enc = dir.path().join("enc");
+    let run = |extra: &[&str], inputs: &[&std::path::Path]| {
+        let mut c = ksparse();
+        c.arg("train").arg("--output").arg(&enc).args(extra);
+        for i in inputs {
+            c.arg("--input").arg(i);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(run(&["--hidden", "8", "--k", "9"], &[&x]).contains("k = 9"));
+    assert!(run(&[], &[&x, &y]).contains("5-d"));
+    let mut bad = ndarray::Array2::<f32>::zeros((4, 6));
+    bad[[2, 1]] = f32::NAN;
+    let nan = dir.path().join("nan.npy");
+    ksparse::io::write_npy(&nan, &bad).unwrap();
+    assert!(run(&[], &[&nan]).contains("row 2"));
+    assert!(!enc.exists());
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with(".ksparse")),
+        "{names:?}"
+    );
+}

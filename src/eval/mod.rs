@@ -11,8 +11,11 @@ use ndarray::Array2;
 pub use metrics::{evaluate, Evaluation, Metrics, Run};
 
 use crate::data::Dataset;
+use crate::encoder::scoring::ScoringMode;
+use crate::encoder::SparseEncoder;
 use crate::io::{open_lines, write_atomic};
-use crate::search::{dense::FlatIndex, Hit};
+use crate::search::{dense::FlatIndex, sparse::SparseIndex, Hit};
+use rayon::prelude::*;
 
 /// Documents retrieved per query for evaluation (Recall@100 needs 100).
 pub const EVAL_DEPTH: usize = 100;
@@ -40,13 +43,8 @@ pub fn run_from_hits(
         .collect()
 }
 
-/// Dense exact search of every query over the corpus, evaluated on the dataset's qrels.
-pub fn dense_exact(
-    dataset: &Dataset,
-    corpus: Array2<f32>,
-    queries: &Array2<f32>,
-    ignore_identical_ids: bool,
-) -> Result<(Evaluation, Run)> {
+/// Checks that the vectors match the dataset's documents and judged queries.
+fn check_shapes(dataset: &Dataset, corpus: &Array2<f32>, queries: &Array2<f32>) -> Result<()> {
     if corpus.nrows() != dataset.corpus.len() || queries.nrows() != dataset.queries.len() {
         bail!(
             "embeddings have {} corpus and {} query rows; the dataset has {} documents and {} judged queries",
@@ -63,8 +61,56 @@ pub fn dense_exact(
             queries.ncols()
         );
     }
+    Ok(())
+}
+
+/// Dense exact search of every query over the corpus, evaluated on the dataset's qrels.
+pub fn dense_exact(
+    dataset: &Dataset,
+    corpus: Array2<f32>,
+    queries: &Array2<f32>,
+    ignore_identical_ids: bool,
+) -> Result<(Evaluation, Run)> {
+    check_shapes(dataset, &corpus, queries)?;
     let index = FlatIndex::new(corpus);
     let hits = index.search_batch(queries, EVAL_DEPTH);
+    let run = run_from_hits(
+        &dataset.queries.ids,
+        &dataset.corpus.ids,
+        &hits,
+        ignore_identical_ids,
+    );
+    Ok((evaluate(&dataset.qrels, &run), run))
+}
+
+/// Sparse exact search: documents encoded at `k`, queries turned into sparse queries by
+/// `mode`, exact top 100 by the sparse dot product, evaluated on the dataset's qrels.
+pub fn sparse_exact(
+    dataset: &Dataset,
+    corpus: &Array2<f32>,
+    queries: &Array2<f32>,
+    encoder: &SparseEncoder,
+    k: usize,
+    mode: ScoringMode,
+    ignore_identical_ids: bool,
+) -> Result<(Evaluation, Run)> {
+    check_shapes(dataset, corpus, queries)?;
+    if corpus.ncols() != encoder.dim {
+        bail!(
+            "vectors are {}-d but the encoder expects {}-d",
+            corpus.ncols(),
+            encoder.dim
+        );
+    }
+    let rows = |m: &Array2<f32>| m.as_standard_layout().iter().copied().collect::<Vec<f32>>();
+    let codes = encoder.encode(&rows(corpus), corpus.nrows(), k);
+    let index = SparseIndex::new(&codes, encoder.hidden);
+    let q = rows(queries);
+    let d = encoder.dim;
+    let hits: Vec<Vec<Hit>> = (0..queries.nrows())
+        .into_par_iter()
+        .map(|i| index.search(&encoder.query(&q[i * d..(i + 1) * d], k, mode), EVAL_DEPTH))
+        .collect();
     let run = run_from_hits(
         &dataset.queries.ids,
         &dataset.corpus.ids,

@@ -1,0 +1,753 @@
+//! Training losses of the K-sparse encoder with their exact gradients.
+//!
+//! Every term is written as forward + backward by hand, because the backward pass of a
+//! TopK autoencoder is sparse: only the k (+ 4k, + aux_k) selected latents of a sample
+//! receive gradient, so the encoder and decoder gradients cost O(batch · k · d) instead of
+//! the O(batch · h · d) an autograd framework spends on dense masks. Each term is checked
+//! against finite differences in the tests below.
+//!
+//! Terms (all computed on one step's rows; see [`LossWeights`]):
+//! - `mse`: ‖x − x̂_k‖² / variance, mean over the reconstruction rows (1.0 = predicting the mean).
+//! - `multi`: the same with the top 4k latents (CSR's Multi-TopK), weight 1/8 by default.
+//! - `aux`: AuxK — the top `aux_k` *dead* latents reconstruct the residual x − x̂_k (detached):
+//!   ‖ê − e‖² / ‖e − mean(e)‖², summed over the batch.
+//! - `dist`: Dobrynin's relative-distance loss (1/N)‖D(XXᵀ)⁻¹XXᵀ − D(ZZᵀ)⁻¹ZZᵀ‖_F.
+//! - `nce`: InfoNCE over in-batch (query, relevant document) pairs on L2-normalised codes,
+//!   temperature τ, positives on the diagonal.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::linalg::{axpy, matmul_bt, top_indices};
+use super::SparseEncoder;
+use crate::search::dense::dot;
+
+/// Weights and shapes of the loss terms.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct LossWeights {
+    /// Reconstruction at k.
+    pub mse: f32,
+    /// Reconstruction at `multi_k_factor · k` (CSR uses 1/8).
+    pub multi: f32,
+    /// Multiplier of k for the Multi-TopK term.
+    pub multi_k_factor: usize,
+    /// AuxK coefficient (OpenAI and CSR use 1/32).
+    pub aux: f32,
+    /// Dead latents used by AuxK per sample.
+    pub aux_k: usize,
+    /// Relative-distance loss (Dobrynin).
+    pub dist: f32,
+    /// InfoNCE on (query, document) pairs.
+    pub nce: f32,
+    /// InfoNCE temperature.
+    pub temperature: f32,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self {
+            mse: 1.0,
+            multi: 0.125,
+            multi_k_factor: 4,
+            aux: 1.0 / 32.0,
+            aux_k: 512,
+            dist: 0.0,
+            nce: 0.0,
+            temperature: 0.2,
+        }
+    }
+}
+
+/// Value of each term on one step (unweighted) and their weighted sum.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct LossValues {
+    /// Normalised reconstruction error at k (also the fraction of variance unexplained).
+    pub mse: f64,
+    /// Normalised reconstruction error at multi_k_factor · k.
+    pub multi: f64,
+    /// AuxK loss.
+    pub aux: f64,
+    /// Relative-distance loss.
+    pub dist: f64,
+    /// InfoNCE loss.
+    pub nce: f64,
+    /// Weighted sum that is minimised.
+    pub total: f64,
+}
+
+/// Gradients with the shapes of [`SparseEncoder`]'s parameters.
+#[derive(Debug, Clone)]
+pub struct Grads {
+    /// ∂L/∂W_enc, hidden × dim.
+    pub w_enc: Vec<f32>,
+    /// ∂L/∂b_enc.
+    pub b_enc: Vec<f32>,
+    /// ∂L/∂W_dec (transposed layout, hidden × dim).
+    pub w_dec: Vec<f32>,
+    /// ∂L/∂b_pre.
+    pub b_pre: Vec<f32>,
+}
+
+/// The rows of one training step: `recon` rows reconstructed (MSE, Multi-TopK, AuxK,
+/// L_dist), then `pairs` query rows and `pairs` document rows for InfoNCE (query i's
+/// positive is document i).
+pub struct Batch<'a> {
+    /// Row-major vectors, (recon + 2·pairs) × dim.
+    pub x: &'a [f32],
+    /// Reconstruction rows (first in `x`).
+    pub recon: usize,
+    /// Query/document pairs (after the reconstruction rows).
+    pub pairs: usize,
+}
+
+/// Output of [`step`].
+pub struct StepResult {
+    /// Loss values.
+    pub loss: LossValues,
+    /// Gradients of `loss.total`.
+    pub grads: Grads,
+    /// Latents that fired (non-zero in the k-code) on the reconstruction rows.
+    pub fired: Vec<u32>,
+}
+
+/// Sparse gradient entries of one row: (latent, ∂L/∂z) pairs, possibly repeated.
+type RowGrad = Vec<(u32, f32)>;
+
+/// A reconstruction term's per-row output gradient and the codes that produced it.
+struct ReconTerm {
+    /// ∂L/∂x̂ per row, recon × dim.
+    out_grad: Vec<f32>,
+    /// Codes (latent, value) per row.
+    codes: Vec<Vec<(u32, f32)>>,
+}
+
+/// Forward and backward of all weighted terms on one batch. `k`: active latents;
+/// `variance`: the MSE normaliser; `dead`: latents AuxK may use (`None` disables it).
+pub fn step(
+    enc: &SparseEncoder,
+    batch: &Batch,
+    k: usize,
+    w: &LossWeights,
+    variance: f32,
+    dead: Option<&[bool]>,
+) -> StepResult {
+    let (d, h) = (enc.dim, enc.hidden);
+    let rows = batch.recon + 2 * batch.pairs;
+    assert_eq!(batch.x.len(), rows * d, "batch size");
+    let pre = enc.pre_activations(batch.x, rows);
+    let multi_k = if w.multi > 0.0 {
+        k * w.multi_k_factor
+    } else {
+        k
+    };
+    let select_k = k.max(multi_k);
+    // Top latents of every row, best first; the k-code and the 4k-code are prefixes.
+    let tops: Vec<Vec<u32>> = pre
+        .par_chunks(h)
+        .map(|r| top_indices(r, select_k))
+        .collect();
+    let code_of = |i: usize, kk: usize| -> Vec<(u32, f32)> {
+        let row = &pre[i * h..(i + 1) * h];
+        let mut c: Vec<(u32, f32)> = tops[i][..kk.min(tops[i].len())]
+            .iter()
+            .map(|&j| (j, row[j as usize]))
+            .filter(|p| p.1 > 0.0)
+            .collect();
+        c.sort_unstable_by_key(|p| p.0);
+        c
+    };
+    let codes: Vec<Vec<(u32, f32)>> = (0..rows).into_par_iter().map(|i| code_of(i, k)).collect();
+    let mut loss = LossValues::default();
+    let mut row_grads: Vec<RowGrad> = vec![Vec::new(); rows];
+    let mut recon_terms: Vec<(ReconTerm, bool)> = Vec::new();
+    let n = batch.recon;
+    let x = |i: usize| &batch.x[i * d..(i + 1) * d];
+
+    // Reconstruction at k (always computed: it is the FVU that is logged).
+    let recon_k = reconstruct(enc, &codes[..n], true);
+    let errors: Vec<Vec<f32>> = (0..n)
+        .map(|i| recon_k[i].iter().zip(x(i)).map(|(a, b)| a - b).collect())
+        .collect();
+    let sq: f64 = errors.iter().map(|e| dot(e, e) as f64).sum();
+    loss.mse = sq / (n.max(1) as f64 * variance as f64);
+    if w.mse > 0.0 && n > 0 {
+        let scale = 2.0 * w.mse / (n as f32 * variance);
+        recon_terms.push((
+            ReconTerm {
+                out_grad: errors
+                    .iter()
+                    .flat_map(|e| e.iter().map(move |v| v * scale))
+                    .collect(),
+                codes: codes[..n].to_vec(),
+            },
+            true,
+        ));
+    }
+    if w.multi > 0.0 && n > 0 {
+        let multi_codes: Vec<Vec<(u32, f32)>> = (0..n)
+            .into_par_iter()
+            .map(|i| code_of(i, multi_k))
+            .collect();
+        let rec = reconstruct(enc, &multi_codes, true);
+        let err: Vec<f32> = (0..n)
+            .flat_map(|i| {
+                rec[i]
+                    .iter()
+                    .zip(x(i))
+                    .map(|(a, b)| a - b)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        loss.multi =
+            err.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / (n as f64 * variance as f64);
+        let scale = 2.0 * w.multi / (n as f32 * variance);
+        recon_terms.push((
+            ReconTerm {
+                out_grad: err.iter().map(|v| v * scale).collect(),
+                codes: multi_codes,
+            },
+            true,
+        ));
+    }
+    if let (Some(dead), true) = (dead, w.aux > 0.0 && n > 0) {
+        // Residual to explain: r = x − x̂_k, detached (a target, not a function of the weights).
+        let residual: Vec<f32> = errors.iter().flat_map(|e| e.iter().map(|v| -v)).collect();
+        let (value, term) = aux_term(enc, &pre[..n * h], dead, &residual, w);
+        loss.aux = value;
+        recon_terms.push((term, false));
+    }
+    for (term, _) in &recon_terms {
+        for (i, code) in term.codes.iter().enumerate() {
+            let g = &term.out_grad[i * d..(i + 1) * d];
+            row_grads[i].extend(code.iter().map(|&(j, _)| (j, dot(enc.atom(j as usize), g))));
+        }
+    }
+    if w.dist > 0.0 && n > 1 {
+        let (value, grads) = dist_loss(&batch.x[..n * d], n, d, &codes[..n]);
+        loss.dist = value;
+        for (i, g) in grads.into_iter().enumerate() {
+            row_grads[i].extend(g.into_iter().map(|(j, v)| (j, v * w.dist)));
+        }
+    }
+    if w.nce > 0.0 && batch.pairs > 0 {
+        let p = batch.pairs;
+        let (value, gq, gd) = nce_loss(&codes[n..n + p], &codes[n + p..n + 2 * p], w.temperature);
+        loss.nce = value;
+        for (i, g) in gq.into_iter().enumerate() {
+            row_grads[n + i].extend(g.into_iter().map(|(j, v)| (j, v * w.nce)));
+        }
+        for (i, g) in gd.into_iter().enumerate() {
+            row_grads[n + p + i].extend(g.into_iter().map(|(j, v)| (j, v * w.nce)));
+        }
+    }
+    loss.total = w.mse as f64 * loss.mse
+        + w.multi as f64 * loss.multi
+        + w.aux as f64 * loss.aux
+        + w.dist as f64 * loss.dist
+        + w.nce as f64 * loss.nce;
+
+    // ∂L/∂pre = ∂L/∂z where the ReLU passed (every selected entry here has pre > 0).
+    let grads = backward(enc, batch.x, rows, &row_grads, &recon_terms);
+    let mut fired: Vec<u32> = codes[..n]
+        .iter()
+        .flat_map(|c| c.iter().map(|p| p.0))
+        .collect();
+    fired.sort_unstable();
+    fired.dedup();
+    StepResult { loss, grads, fired }
+}
+
+/// AuxK: the top `aux_k` dead latents of each row (pre-activations `pre`, rows × hidden)
+/// reconstruct `residual`; returns ‖ê − r‖² / ‖r − mean(r)‖² and the term's gradients.
+fn aux_term(
+    enc: &SparseEncoder,
+    pre: &[f32],
+    dead: &[bool],
+    residual: &[f32],
+    w: &LossWeights,
+) -> (f64, ReconTerm) {
+    let (d, h) = (enc.dim, enc.hidden);
+    let n = pre.len() / h;
+    let mut mean = vec![0.0f32; d];
+    residual
+        .chunks(d)
+        .for_each(|r| axpy(1.0 / n as f32, r, &mut mean));
+    let denom: f32 = residual
+        .chunks(d)
+        .map(|r| {
+            r.iter()
+                .zip(&mean)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f32>()
+        })
+        .sum::<f32>()
+        .max(1e-12);
+    let codes: Vec<Vec<(u32, f32)>> = pre
+        .par_chunks(h)
+        .map(|row| {
+            let masked: Vec<f32> = row
+                .iter()
+                .zip(dead)
+                .map(|(&v, &is_dead)| if is_dead { v } else { f32::NEG_INFINITY })
+                .collect();
+            let mut c: Vec<(u32, f32)> = top_indices(&masked, w.aux_k)
+                .into_iter()
+                .map(|j| (j, row[j as usize]))
+                .filter(|p| p.1 > 0.0)
+                .collect();
+            c.sort_unstable_by_key(|p| p.0);
+            c
+        })
+        .collect();
+    let rec = reconstruct(enc, &codes, false);
+    let err: Vec<f32> = rec
+        .iter()
+        .zip(residual.chunks(d))
+        .flat_map(|(a, r)| a.iter().zip(r).map(|(x, y)| x - y).collect::<Vec<_>>())
+        .collect();
+    let value = err.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / denom as f64;
+    let scale = 2.0 * w.aux / denom;
+    (
+        value,
+        ReconTerm {
+            out_grad: err.iter().map(|v| v * scale).collect(),
+            codes,
+        },
+    )
+}
+
+/// Decodes codes: Σ z_j atom_j (+ b_pre when `with_bias`).
+fn reconstruct(enc: &SparseEncoder, codes: &[Vec<(u32, f32)>], with_bias: bool) -> Vec<Vec<f32>> {
+    codes
+        .par_iter()
+        .map(|c| {
+            let mut out = if with_bias {
+                enc.b_pre.clone()
+            } else {
+                vec![0.0; enc.dim]
+            };
+            c.iter()
+                .for_each(|&(j, v)| axpy(v, enc.atom(j as usize), &mut out));
+            out
+        })
+        .collect()
+}
+
+/// Gradients of all parameters from per-row ∂L/∂pre entries and the reconstruction terms'
+/// output gradients. Work is grouped by latent, so each latent's rows of W_enc and W_dec
+/// are written by one task, in a fixed order: the result does not depend on threading.
+fn backward(
+    enc: &SparseEncoder,
+    x: &[f32],
+    rows: usize,
+    row_grads: &[RowGrad],
+    recon: &[(ReconTerm, bool)],
+) -> Grads {
+    let (d, h) = (enc.dim, enc.hidden);
+    let centred = super::linalg::sub_rows(x, rows, &enc.b_pre);
+    // Per latent: (row, ∂L/∂pre) for the encoder; (term, row, z) for the decoder.
+    let mut enc_entries: Vec<Vec<(u32, f32)>> = vec![Vec::new(); h];
+    for (i, g) in row_grads.iter().enumerate() {
+        for &(j, v) in g {
+            enc_entries[j as usize].push((i as u32, v));
+        }
+    }
+    let mut dec_entries: Vec<Vec<(u16, u32, f32)>> = vec![Vec::new(); h];
+    for (t, (term, _)) in recon.iter().enumerate() {
+        for (i, code) in term.codes.iter().enumerate() {
+            for &(j, z) in code {
+                dec_entries[j as usize].push((t as u16, i as u32, z));
+            }
+        }
+    }
+    let mut w_enc = vec![0.0f32; h * d];
+    let mut b_enc = vec![0.0f32; h];
+    let mut w_dec = vec![0.0f32; h * d];
+    w_enc
+        .par_chunks_mut(d)
+        .zip(b_enc.par_iter_mut())
+        .zip(w_dec.par_chunks_mut(d))
+        .enumerate()
+        .for_each(|(j, ((we, be), wd))| {
+            for &(i, g) in &enc_entries[j] {
+                axpy(g, &centred[i as usize * d..(i as usize + 1) * d], we);
+                *be += g;
+            }
+            for &(t, i, z) in &dec_entries[j] {
+                axpy(
+                    z,
+                    &recon[t as usize].0.out_grad[i as usize * d..(i as usize + 1) * d],
+                    wd,
+                );
+            }
+        });
+    // b_pre: + Σ ∂L/∂x̂ of the terms that add b_pre, − Σ_j ∂L/∂pre_j · W_enc[j] (pre uses x − b_pre).
+    let mut b_pre = vec![0.0f32; d];
+    for (term, with_bias) in recon {
+        if *with_bias {
+            term.out_grad
+                .chunks(d)
+                .for_each(|g| axpy(1.0, g, &mut b_pre));
+        }
+    }
+    for (j, entries) in enc_entries.iter().enumerate() {
+        let total: f32 = entries.iter().map(|e| e.1).sum();
+        if total != 0.0 {
+            axpy(-total, &enc.w_enc[j * d..(j + 1) * d], &mut b_pre);
+        }
+    }
+    Grads {
+        w_enc,
+        b_enc,
+        w_dec,
+        b_pre,
+    }
+}
+
+/// Relative-distance loss and ∂L/∂z on each row's active latents.
+fn dist_loss(x: &[f32], n: usize, d: usize, codes: &[Vec<(u32, f32)>]) -> (f64, Vec<RowGrad>) {
+    const EPS: f32 = 1e-8;
+    let gx = matmul_bt(x, n, d, x, n);
+    let gz: Vec<f32> = (0..n * n)
+        .into_par_iter()
+        .map(|p| sparse_dot(&codes[p / n], &codes[p % n]))
+        .collect();
+    let sx: Vec<f32> = (0..n).map(|i| gx[i * n + i] + EPS).collect();
+    let sz: Vec<f32> = (0..n).map(|i| gz[i * n + i] + EPS).collect();
+    let diff: Vec<f32> = (0..n * n)
+        .map(|p| gz[p] / sz[p / n] - gx[p] / sx[p / n])
+        .collect();
+    let frob = diff.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    let value = frob / n as f64;
+    if frob == 0.0 {
+        return (value, vec![Vec::new(); n]);
+    }
+    // A = ∂L/∂R_Z; ∂L/∂G[i,l] = A[i,l]/s_i, and ∂L/∂G[i,i] −= Σ_l A[i,l] G[i,l] / s_i².
+    let a: Vec<f32> = diff
+        .iter()
+        .map(|v| (*v as f64 / (n as f64 * frob)) as f32)
+        .collect();
+    let mut dg: Vec<f32> = (0..n * n).map(|p| a[p] / sz[p / n]).collect();
+    for i in 0..n {
+        let s: f32 = (0..n).map(|l| a[i * n + l] * gz[i * n + l]).sum();
+        dg[i * n + i] -= s / (sz[i] * sz[i]);
+    }
+    // G = Z Zᵀ ⇒ ∂L/∂Z_i = Σ_l (dG[i,l] + dG[l,i]) Z_l, needed only on row i's active latents.
+    let grads = (0..n)
+        .into_par_iter()
+        .map(|i| sym_pull(&codes[i], codes, |l| dg[i * n + l] + dg[l * n + i]))
+        .collect();
+    (value, grads)
+}
+
+/// Dot product of two codes with ascending latent ids.
+fn sparse_dot(a: &[(u32, f32)], b: &[(u32, f32)]) -> f32 {
+    let (mut i, mut j, mut s) = (0, 0, 0.0f32);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                s += a[i].1 * b[j].1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    s
+}
+
+/// Σ_l c(l) · Z_l restricted to the latents of `own` (the active set of one row).
+fn sym_pull(own: &[(u32, f32)], others: &[Vec<(u32, f32)>], c: impl Fn(usize) -> f32) -> RowGrad {
+    let mut out: RowGrad = own.iter().map(|&(j, _)| (j, 0.0)).collect();
+    for (l, other) in others.iter().enumerate() {
+        let coef = c(l);
+        if coef == 0.0 {
+            continue;
+        }
+        let (mut a, mut b) = (0, 0);
+        while a < out.len() && b < other.len() {
+            match out[a].0.cmp(&other[b].0) {
+                std::cmp::Ordering::Less => a += 1,
+                std::cmp::Ordering::Greater => b += 1,
+                std::cmp::Ordering::Equal => {
+                    out[a].1 += coef * other[b].1;
+                    a += 1;
+                    b += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// InfoNCE over in-batch pairs on normalised codes; gradients for query and doc codes.
+fn nce_loss(
+    q: &[Vec<(u32, f32)>],
+    docs: &[Vec<(u32, f32)>],
+    tau: f32,
+) -> (f64, Vec<RowGrad>, Vec<RowGrad>) {
+    let p = q.len();
+    let norm = |c: &[(u32, f32)]| c.iter().map(|e| e.1 * e.1).sum::<f32>().sqrt().max(1e-8);
+    let nq: Vec<f32> = q.iter().map(|c| norm(c)).collect();
+    let nd: Vec<f32> = docs.iter().map(|c| norm(c)).collect();
+    let s: Vec<f32> = (0..p * p)
+        .into_par_iter()
+        .map(|t| sparse_dot(&q[t / p], &docs[t % p]) / (nq[t / p] * nd[t % p] * tau))
+        .collect();
+    let mut value = 0.0f64;
+    let mut ds = vec![0.0f32; p * p];
+    for i in 0..p {
+        let row = &s[i * p..(i + 1) * p];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = row.iter().map(|v| ((v - max) as f64).exp()).sum();
+        value += -((row[i] - max) as f64 - sum.ln());
+        for l in 0..p {
+            let prob = (((row[l] - max) as f64).exp() / sum) as f32;
+            ds[i * p + l] = (prob - if l == i { 1.0 } else { 0.0 }) / p as f32;
+        }
+    }
+    // S = C / (|q| |d| τ): ∂C = ∂S / (|q| |d| τ); ∂|q_i| = −Σ_l ∂S_il S_il / |q_i| (likewise |d_l|).
+    let dc = |i: usize, l: usize| ds[i * p + l] / (nq[i] * nd[l] * tau);
+    let dnq: Vec<f32> = (0..p)
+        .map(|i| -(0..p).map(|l| ds[i * p + l] * s[i * p + l]).sum::<f32>() / nq[i])
+        .collect();
+    let dnd: Vec<f32> = (0..p)
+        .map(|l| -(0..p).map(|i| ds[i * p + l] * s[i * p + l]).sum::<f32>() / nd[l])
+        .collect();
+    let gq = (0..p)
+        .map(|i| {
+            let mut g = sym_pull(&q[i], docs, |l| dc(i, l));
+            g.iter_mut()
+                .zip(&q[i])
+                .for_each(|(e, &(_, z))| e.1 += dnq[i] * z / nq[i]);
+            g
+        })
+        .collect();
+    let gd = (0..p)
+        .map(|l| {
+            let mut g = sym_pull(&docs[l], q, |i| dc(i, l));
+            g.iter_mut()
+                .zip(&docs[l])
+                .for_each(|(e, &(_, z))| e.1 += dnd[l] * z / nd[l]);
+            g
+        })
+        .collect();
+    (value / p as f64, gq, gd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random_encoder(d: usize, h: usize, seed: u64) -> SparseEncoder {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut v = |n: usize, s: f32| {
+            (0..n)
+                .map(|_| rng.random_range(-s..s))
+                .collect::<Vec<f32>>()
+        };
+        SparseEncoder {
+            dim: d,
+            hidden: h,
+            w_enc: v(h * d, 1.0),
+            b_enc: v(h, 0.2),
+            w_dec: v(h * d, 1.0),
+            b_pre: v(d, 0.1),
+        }
+    }
+
+    /// Which latents every selection picks (and whether they pass the ReLU): gradients are
+    /// only defined where a perturbation leaves this unchanged.
+    fn signature(
+        enc: &SparseEncoder,
+        x: &[f32],
+        rows: usize,
+        kk: usize,
+        dead: &[bool],
+        aux_k: usize,
+    ) -> Vec<(u32, bool)> {
+        let pre = enc.pre_activations(x, rows);
+        let mut sig = Vec::new();
+        for r in pre.chunks(enc.hidden) {
+            sig.extend(
+                top_indices(r, kk)
+                    .into_iter()
+                    .map(|j| (j, r[j as usize] > 0.0)),
+            );
+            let masked: Vec<f32> = r
+                .iter()
+                .zip(dead)
+                .map(|(&v, &dd)| if dd { v } else { f32::NEG_INFINITY })
+                .collect();
+            sig.extend(
+                top_indices(&masked, aux_k)
+                    .into_iter()
+                    .map(|j| (j, r[j as usize] > 0.0)),
+            );
+        }
+        sig
+    }
+
+    const D: usize = 6;
+    const H: usize = 16;
+    const K: usize = 3;
+    const VARIANCE: f32 = 0.7;
+
+    fn fixture() -> (SparseEncoder, Vec<f32>, Vec<bool>) {
+        let enc = random_encoder(D, H, 7);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let x: Vec<f32> = (0..11 * D).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let dead: Vec<bool> = (0..H).map(|j| j % 3 == 0).collect();
+        (enc, x, dead)
+    }
+
+    /// Selects one parameter vector of an encoder.
+    type ParamField = fn(&mut SparseEncoder) -> &mut Vec<f32>;
+
+    /// Compares `analytic` with central differences of `loss` over every parameter.
+    fn check(name: &str, w: &LossWeights, analytic: &Grads, loss: impl Fn(&SparseEncoder) -> f64) {
+        let (enc, x, dead) = fixture();
+        let kk = K * w.multi_k_factor;
+        let base_sig = signature(&enc, &x, 11, kk, &dead, w.aux_k);
+        let eps = 1e-3f32;
+        let (mut checked, mut skipped) = (0, 0);
+        let params: [(&str, ParamField, &Vec<f32>); 4] = [
+            ("w_enc", |e| &mut e.w_enc, &analytic.w_enc),
+            ("b_enc", |e| &mut e.b_enc, &analytic.b_enc),
+            ("w_dec", |e| &mut e.w_dec, &analytic.w_dec),
+            ("b_pre", |e| &mut e.b_pre, &analytic.b_pre),
+        ];
+        for (pname, field, grad) in params {
+            for (idx, &an) in grad.iter().enumerate() {
+                let mut plus = enc.clone();
+                field(&mut plus)[idx] += eps;
+                let mut minus = enc.clone();
+                field(&mut minus)[idx] -= eps;
+                if signature(&plus, &x, 11, kk, &dead, w.aux_k) != base_sig
+                    || signature(&minus, &x, 11, kk, &dead, w.aux_k) != base_sig
+                {
+                    skipped += 1;
+                    continue;
+                }
+                let fd = (loss(&plus) - loss(&minus)) / (2.0 * eps as f64);
+                let an = an as f64;
+                assert!(
+                    (fd - an).abs() <= 2e-2 * an.abs().max(fd.abs()) + 2e-3,
+                    "{name}: ∂/∂{pname}[{idx}] analytic {an} vs finite difference {fd}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(
+            skipped * 10 < checked,
+            "{name}: too many coordinates at a selection boundary ({skipped} of {})",
+            checked + skipped
+        );
+    }
+
+    fn check_term(name: &str, w: LossWeights) {
+        let (enc, x, dead) = fixture();
+        let run = |e: &SparseEncoder| {
+            step(
+                e,
+                &Batch {
+                    x: &x,
+                    recon: 5,
+                    pairs: 3,
+                },
+                K,
+                &w,
+                VARIANCE,
+                Some(&dead),
+            )
+        };
+        check(name, &w, &run(&enc).grads, |e| run(e).loss.total);
+    }
+
+    fn only(f: impl FnOnce(&mut LossWeights)) -> LossWeights {
+        let mut w = LossWeights {
+            mse: 0.0,
+            multi: 0.0,
+            multi_k_factor: 2,
+            aux: 0.0,
+            aux_k: 4,
+            dist: 0.0,
+            nce: 0.0,
+            temperature: 0.5,
+        };
+        f(&mut w);
+        w
+    }
+
+    #[test]
+    fn mse_gradient_matches_finite_differences() {
+        check_term("mse", only(|w| w.mse = 1.0));
+    }
+
+    #[test]
+    fn multi_topk_gradient_matches_finite_differences() {
+        check_term("multi", only(|w| w.multi = 1.0));
+    }
+
+    #[test]
+    fn auxk_gradient_matches_finite_differences() {
+        // AuxK's target (the k-residual) is detached: hold it at the unperturbed value.
+        let w = only(|w| w.aux = 1.0);
+        let (enc, x, dead) = fixture();
+        let n = 5;
+        let base = enc.encode(&x[..n * D], n, K);
+        let residual: Vec<f32> = base
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                x[i * D..(i + 1) * D]
+                    .iter()
+                    .zip(enc.decode(c))
+                    .map(|(a, b)| a - b)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let analytic = step(
+            &enc,
+            &Batch {
+                x: &x[..n * D],
+                recon: n,
+                pairs: 0,
+            },
+            K,
+            &w,
+            VARIANCE,
+            Some(&dead),
+        )
+        .grads;
+        check("aux", &w, &analytic, |e| {
+            aux_term(e, &e.pre_activations(&x[..n * D], n), &dead, &residual, &w).0
+        });
+    }
+
+    #[test]
+    fn dist_gradient_matches_finite_differences() {
+        check_term("dist", only(|w| w.dist = 1.0));
+    }
+
+    #[test]
+    fn nce_gradient_matches_finite_differences() {
+        check_term("nce", only(|w| w.nce = 1.0));
+    }
+
+    #[test]
+    fn all_terms_together_match_finite_differences() {
+        // AuxK is left out: its detached target makes the total's finite difference differ by design.
+        check_term(
+            "all",
+            only(|w| {
+                w.mse = 1.0;
+                w.multi = 0.125;
+                w.dist = 0.5;
+                w.nce = 0.3;
+            }),
+        );
+    }
+}

@@ -1,0 +1,235 @@
+//! Stage 2: the K-sparse encoder (a TopK sparse autoencoder over frozen dense embeddings).
+//!
+//! ```text
+//! pre = W_enc (x − b_pre) + b_enc        W_enc: hidden × dim
+//! z   = ReLU(TopK_k(pre))                at most k non-zeros
+//! x̂   = W_dec z + b_pre                  W_dec: dim × hidden, unit-norm columns
+//! ```
+//!
+//! The decoder is stored transposed (`hidden × dim`, row j = decoder column j, the
+//! "atom" of latent j), so decoding a sparse code reads k contiguous rows. k is a
+//! parameter of [`SparseEncoder::encode`], not of the model: a model trained at one k can
+//! encode at another (adaptive length).
+
+pub mod codes;
+mod linalg;
+pub mod loss;
+pub mod scoring;
+pub mod train;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+pub use codes::SparseCode;
+pub use linalg::top_indices;
+
+/// Model file names inside an encoder folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// Weights file inside an encoder folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// The trained parameters of a K-sparse autoencoder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SparseEncoder {
+    /// Input (dense embedding) dimension d.
+    pub dim: usize,
+    /// Number of latents h.
+    pub hidden: usize,
+    /// Encoder weights, hidden × dim, row-major.
+    pub w_enc: Vec<f32>,
+    /// Encoder bias, hidden.
+    pub b_enc: Vec<f32>,
+    /// Decoder weights transposed, hidden × dim: row j is latent j's unit-norm atom.
+    pub w_dec: Vec<f32>,
+    /// Pre-encoder bias, subtracted before encoding and added back after decoding, dim.
+    pub b_pre: Vec<f32>,
+}
+
+impl SparseEncoder {
+    /// Checks that every parameter has the size its dimensions imply and is finite.
+    pub fn validate(&self) -> Result<()> {
+        let (d, h) = (self.dim, self.hidden);
+        for (name, v, want) in [
+            ("w_enc", &self.w_enc, h * d),
+            ("b_enc", &self.b_enc, h),
+            ("w_dec", &self.w_dec, h * d),
+            ("b_pre", &self.b_pre, d),
+        ] {
+            if v.len() != want {
+                bail!(
+                    "{name} has {} values, expected {want} for dim {d}, hidden {h}",
+                    v.len()
+                );
+            }
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                bail!("{name}[{i}] is NaN or infinite");
+            }
+        }
+        Ok(())
+    }
+
+    /// Pre-activations of `n` row-major inputs: n × hidden.
+    pub fn pre_activations(&self, x: &[f32], n: usize) -> Vec<f32> {
+        let centred = linalg::sub_rows(x, n, &self.b_pre);
+        let mut pre = linalg::matmul_bt(&centred, n, self.dim, &self.w_enc, self.hidden);
+        pre.par_chunks_mut(self.hidden)
+            .for_each(|row| row.iter_mut().zip(&self.b_enc).for_each(|(p, b)| *p += b));
+        pre
+    }
+
+    /// Sparse codes of `n` row-major inputs with at most `k` non-zeros each.
+    pub fn encode(&self, x: &[f32], n: usize, k: usize) -> Vec<SparseCode> {
+        let pre = self.pre_activations(x, n);
+        pre.par_chunks(self.hidden)
+            .map(|row| SparseCode::top_k_relu(row, k))
+            .collect()
+    }
+
+    /// The sparse code of one vector.
+    pub fn encode_one(&self, x: &[f32], k: usize) -> SparseCode {
+        self.encode(x, 1, k).pop().expect("one row")
+    }
+
+    /// Reconstruction x̂ = W_dec z + b_pre of one code.
+    pub fn decode(&self, code: &SparseCode) -> Vec<f32> {
+        let mut out = self.b_pre.clone();
+        for (&j, &v) in code.ids.iter().zip(&code.values) {
+            linalg::axpy(v, self.atom(j as usize), &mut out);
+        }
+        out
+    }
+
+    /// Decoder column (atom) of latent `j`.
+    pub fn atom(&self, j: usize) -> &[f32] {
+        &self.w_dec[j * self.dim..(j + 1) * self.dim]
+    }
+
+    /// u = W_decᵀ q: the per-latent weights that make `u · z_d` equal `q · (x̂_d − b_pre)`
+    /// (the reconstruction scoring mode).
+    pub fn latent_weights(&self, q: &[f32]) -> Vec<f32> {
+        linalg::matmul_bt(q, 1, self.dim, &self.w_dec, self.hidden)
+    }
+
+    /// Writes `config.json` (with `meta`) and `model.safetensors` into `dir`, each atomically.
+    pub fn save(&self, dir: &Path, meta: &EncoderConfig) -> Result<()> {
+        self.validate()?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let shapes = [
+            ("w_enc", &self.w_enc, vec![self.hidden, self.dim]),
+            ("b_enc", &self.b_enc, vec![self.hidden]),
+            ("w_dec", &self.w_dec, vec![self.hidden, self.dim]),
+            ("b_pre", &self.b_pre, vec![self.dim]),
+        ];
+        let bytes: Vec<(&str, Vec<u8>, Vec<usize>)> = shapes
+            .iter()
+            .map(|(n, v, s)| {
+                (
+                    *n,
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    s.clone(),
+                )
+            })
+            .collect();
+        let views: Vec<(&str, safetensors::tensor::TensorView)> = bytes
+            .iter()
+            .map(|(n, b, s)| {
+                Ok((
+                    *n,
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let blob = safetensors::serialize(views, None)?;
+        crate::io::write_atomic(&dir.join(WEIGHTS_FILE), |w| {
+            Ok(std::io::Write::write_all(w, &blob)?)
+        })?;
+        crate::io::write_atomic(&dir.join(CONFIG_FILE), |w| {
+            Ok(serde_json::to_writer_pretty(w, meta)?)
+        })?;
+        Ok(())
+    }
+
+    /// Loads an encoder folder, checking the config against the weights.
+    pub fn load(dir: &Path) -> Result<(Self, EncoderConfig)> {
+        let config_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("encoder config missing: {}", config_path.display()))?;
+        let config: EncoderConfig = serde_json::from_str(&text)
+            .with_context(|| format!("invalid encoder config {}", config_path.display()))?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let blob = std::fs::read(&weights_path)
+            .with_context(|| format!("encoder weights missing: {}", weights_path.display()))?;
+        let tensors = safetensors::SafeTensors::deserialize(&blob).with_context(|| {
+            format!(
+                "{}: corrupt or truncated safetensors file",
+                weights_path.display()
+            )
+        })?;
+        let get = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
+            let t = tensors
+                .tensor(name)
+                .with_context(|| format!("{}: tensor {name} missing", weights_path.display()))?;
+            if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape {
+                bail!(
+                    "{}: tensor {name} is {:?} {:?}, expected F32 {shape:?}",
+                    weights_path.display(),
+                    t.dtype(),
+                    t.shape()
+                );
+            }
+            Ok(t.data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect())
+        };
+        let (d, h) = (config.dim, config.hidden);
+        let enc = Self {
+            dim: d,
+            hidden: h,
+            w_enc: get("w_enc", &[h, d])?,
+            b_enc: get("b_enc", &[h])?,
+            w_dec: get("w_dec", &[h, d])?,
+            b_pre: get("b_pre", &[d])?,
+        };
+        enc.validate()
+            .with_context(|| format!("{}: invalid weights", weights_path.display()))?;
+        Ok((enc, config))
+    }
+}
+
+/// `config.json` of an encoder folder: dimensions, training settings and data statistics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EncoderConfig {
+    /// ksparse version that wrote the folder.
+    pub version: String,
+    /// Input dimension.
+    pub dim: usize,
+    /// Number of latents.
+    pub hidden: usize,
+    /// k the encoder was trained for (the default k at encode time).
+    pub k: usize,
+    /// Loss weights and optimiser settings used for training.
+    pub training: train::TrainConfig,
+    /// Statistics of the training data.
+    pub data: DataStats,
+    /// Free-form provenance (input files and their row counts).
+    #[serde(default)]
+    pub sources: HashMap<String, usize>,
+}
+
+/// Statistics of the training vectors.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DataStats {
+    /// Training rows.
+    pub train_rows: usize,
+    /// Validation rows.
+    pub validation_rows: usize,
+    /// Mean squared distance to the mean vector (the MSE normaliser).
+    pub variance: f64,
+    /// Mean L2 norm of the vectors.
+    pub mean_norm: f64,
+}

@@ -1,0 +1,539 @@
+//! Training loop: Adam over shuffled mini-batches, decoder atoms kept at unit norm,
+//! dead-latent tracking for AuxK, optional k-annealing and InfoNCE pairs.
+//!
+//! Deterministic for a given seed: the shuffles come from a seeded ChaCha generator and
+//! every gradient reduction runs in a fixed order (see `loss::backward`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::loss::{step, Batch, Grads, LossValues, LossWeights};
+use super::{DataStats, SparseEncoder};
+use crate::data::read_qrels;
+use crate::io::{read_ids, read_npy};
+use crate::search::dense::dot;
+
+/// Everything that defines a training run (saved in the encoder's `config.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// Number of latents h.
+    pub hidden: usize,
+    /// Active latents per code.
+    pub k: usize,
+    /// Loss weights.
+    pub losses: LossWeights,
+    /// Passes over the training rows.
+    pub epochs: usize,
+    /// Reconstruction rows per step.
+    pub batch_size: usize,
+    /// (query, document) pairs per step when pairs are given.
+    pub pair_batch_size: usize,
+    /// Adam learning rate.
+    pub learning_rate: f32,
+    /// Seed of initialisation and shuffling.
+    pub seed: u64,
+    /// Fraction of rows held out to measure validation FVU.
+    pub validation_fraction: f32,
+    /// k at the first step, decreased linearly to `k` by 70 % of training (None = constant k).
+    pub k_anneal_from: Option<usize>,
+    /// A latent is dead after this many training rows without firing (None = one epoch).
+    pub dead_after: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 1536,
+            k: 32,
+            losses: LossWeights::default(),
+            epochs: 50,
+            batch_size: 512,
+            pair_batch_size: 256,
+            learning_rate: 1e-3,
+            seed: 0,
+            validation_fraction: 0.05,
+            k_anneal_from: None,
+            dead_after: None,
+        }
+    }
+}
+
+/// Training (query, positive document) pairs: row i of `queries` matches row i of `docs`.
+pub struct Pairs {
+    /// Query vectors, row-major.
+    pub queries: Vec<f32>,
+    /// Document vectors, row-major.
+    pub docs: Vec<f32>,
+}
+
+impl Pairs {
+    /// Pairs from query and corpus embeddings (each `.npy` with its id list beside it) and a
+    /// qrels file: one pair per judgement with a grade ≥ 1. Use training qrels only.
+    pub fn from_files(queries: &Path, corpus: &Path, qrels: &Path) -> Result<Self> {
+        let q = read_npy(queries)?;
+        let c = read_npy(corpus)?;
+        if q.ncols() != c.ncols() {
+            bail!(
+                "{} is {}-d but {} is {}-d",
+                queries.display(),
+                q.ncols(),
+                corpus.display(),
+                c.ncols()
+            );
+        }
+        let q_row: HashMap<String, usize> = read_ids(queries, q.nrows())?
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i))
+            .collect();
+        let c_row: HashMap<String, usize> = read_ids(corpus, c.nrows())?
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i))
+            .collect();
+        let judged = read_qrels(qrels)?;
+        let mut keys: Vec<(&String, &String)> = judged
+            .iter()
+            .flat_map(|(q, docs)| {
+                docs.iter()
+                    .filter(|(_, &g)| g > 0)
+                    .map(move |(d, _)| (q, d))
+            })
+            .collect();
+        keys.sort();
+        let (mut queries_out, mut docs_out) = (Vec::new(), Vec::new());
+        for (qid, did) in keys {
+            let qi = *q_row.get(qid).with_context(|| {
+                format!(
+                    "{}: query {qid:?} has no vector in {}",
+                    qrels.display(),
+                    queries.display()
+                )
+            })?;
+            let di = *c_row.get(did).with_context(|| {
+                format!(
+                    "{}: document {did:?} has no vector in {}",
+                    qrels.display(),
+                    corpus.display()
+                )
+            })?;
+            queries_out.extend(q.row(qi).iter());
+            docs_out.extend(c.row(di).iter());
+        }
+        if queries_out.is_empty() {
+            bail!("{}: no relevant (query, document) pairs", qrels.display());
+        }
+        Ok(Self {
+            queries: queries_out,
+            docs: docs_out,
+        })
+    }
+
+    /// Number of pairs, given the vector dimension.
+    pub fn len(&self, dim: usize) -> usize {
+        self.queries.len() / dim.max(1)
+    }
+}
+
+/// One line of the training log.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochLog {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// k used in the epoch's last step.
+    pub k: usize,
+    /// Mean of each loss term over the epoch's steps.
+    pub train: LossValues,
+    /// Fraction of variance unexplained on the validation rows at the final k.
+    pub validation_fvu: f64,
+    /// Fraction of latents dead at the end of the epoch.
+    pub dead_fraction: f64,
+    /// Wall time of the epoch, seconds.
+    pub seconds: f64,
+}
+
+struct Adam {
+    m: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Adam {
+    const B1: f32 = 0.9;
+    const B2: f32 = 0.999;
+    const EPS: f32 = 6.25e-10;
+
+    fn new(n: usize) -> Self {
+        Self {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+        }
+    }
+
+    fn update(&mut self, param: &mut [f32], grad: &[f32], lr: f32, t: i32) {
+        let c1 = 1.0 - Self::B1.powi(t);
+        let c2 = 1.0 - Self::B2.powi(t);
+        for (((p, g), m), v) in param.iter_mut().zip(grad).zip(&mut self.m).zip(&mut self.v) {
+            *m = Self::B1 * *m + (1.0 - Self::B1) * g;
+            *v = Self::B2 * *v + (1.0 - Self::B2) * g * g;
+            *p -= lr * (*m / c1) / ((*v / c2).sqrt() + Self::EPS);
+        }
+    }
+}
+
+fn normalize_rows(m: &mut [f32], dim: usize) {
+    for row in m.chunks_mut(dim) {
+        let n = dot(row, row).sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= n);
+    }
+}
+
+/// Statistics of `rows` of `data` (the MSE normaliser is `variance`).
+pub fn data_stats(data: &[f32], dim: usize, rows: &[usize]) -> (Vec<f32>, DataStats) {
+    let n = rows.len().max(1) as f64;
+    let mut mean = vec![0.0f64; dim];
+    for &r in rows {
+        data[r * dim..(r + 1) * dim]
+            .iter()
+            .zip(&mut mean)
+            .for_each(|(x, m)| *m += *x as f64 / n);
+    }
+    let mut variance = 0.0;
+    let mut norm = 0.0;
+    for &r in rows {
+        let x = &data[r * dim..(r + 1) * dim];
+        variance += x
+            .iter()
+            .zip(&mean)
+            .map(|(a, b)| (*a as f64 - b).powi(2))
+            .sum::<f64>()
+            / n;
+        norm += (dot(x, x) as f64).sqrt() / n;
+    }
+    let median = (0..dim)
+        .map(|c| {
+            let mut col: Vec<f32> = rows
+                .iter()
+                .take(20_000)
+                .map(|&r| data[r * dim + c])
+                .collect();
+            let mid = col.len() / 2;
+            col.select_nth_unstable_by(mid, f32::total_cmp);
+            col[mid]
+        })
+        .collect();
+    (
+        median,
+        DataStats {
+            train_rows: rows.len(),
+            validation_rows: 0,
+            variance,
+            mean_norm: norm,
+        },
+    )
+}
+
+/// Fraction of variance unexplained when `rows` are encoded at `k` and decoded.
+pub fn fvu(enc: &SparseEncoder, data: &[f32], rows: &[usize], k: usize, variance: f64) -> f64 {
+    if rows.is_empty() {
+        return 0.0;
+    }
+    let d = enc.dim;
+    let x: Vec<f32> = rows
+        .iter()
+        .flat_map(|&r| data[r * d..(r + 1) * d].iter().copied())
+        .collect();
+    let codes = enc.encode(&x, rows.len(), k);
+    let err: f64 = codes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            enc.decode(c)
+                .iter()
+                .zip(&x[i * d..(i + 1) * d])
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+        })
+        .sum();
+    err / (rows.len() as f64 * variance)
+}
+
+/// Trains an encoder on `data` (rows × dim, row-major). `on_step(done, total)` reports
+/// progress after each step. Returns the encoder, the data statistics and the epoch log.
+pub fn train(
+    data: &[f32],
+    dim: usize,
+    pairs: Option<&Pairs>,
+    cfg: &TrainConfig,
+    mut on_step: impl FnMut(usize, usize),
+    mut on_epoch: impl FnMut(&EpochLog),
+) -> Result<(SparseEncoder, DataStats, Vec<EpochLog>)> {
+    let rows = data.len().checked_div(dim).unwrap_or(0);
+    if rows < 2 {
+        bail!("need at least 2 training vectors, got {rows}");
+    }
+    if cfg.k == 0 || cfg.k > cfg.hidden {
+        bail!(
+            "k = {} must be between 1 and hidden = {}",
+            cfg.k,
+            cfg.hidden
+        );
+    }
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        bail!("batch size and epochs must be at least 1");
+    }
+    if !(0.0..1.0).contains(&cfg.validation_fraction) {
+        bail!(
+            "validation fraction {} must be in [0, 1)",
+            cfg.validation_fraction
+        );
+    }
+    if cfg.losses.nce > 0.0 && pairs.is_none() {
+        bail!("the InfoNCE weight is set but no training pairs were given (--pairs)");
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.shuffle(&mut rng);
+    let n_val = ((rows as f64 * cfg.validation_fraction as f64).round() as usize).min(rows - 1);
+    let (val_rows, train_rows) = order.split_at(n_val);
+    let mut train_rows = train_rows.to_vec();
+    let (median, mut stats) = data_stats(data, dim, &train_rows);
+    stats.validation_rows = n_val;
+    let variance = stats.variance.max(1e-12) as f32;
+
+    let h = cfg.hidden;
+    let mut w_dec: Vec<f32> = (0..h * dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    normalize_rows(&mut w_dec, dim);
+    let mut enc = SparseEncoder {
+        dim,
+        hidden: h,
+        w_enc: w_dec.clone(),
+        b_enc: vec![0.0; h],
+        w_dec,
+        b_pre: median,
+    };
+    let mut adam = [
+        Adam::new(h * dim),
+        Adam::new(h),
+        Adam::new(h * dim),
+        Adam::new(dim),
+    ];
+
+    let steps_per_epoch = train_rows.len().div_ceil(cfg.batch_size);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let dead_after = cfg.dead_after.unwrap_or(train_rows.len());
+    let mut since_fired = vec![0usize; h];
+    let n_pairs = pairs.map_or(0, |p| p.queries.len() / dim);
+    let mut pair_order: Vec<usize> = (0..n_pairs).collect();
+    let mut pair_cursor = n_pairs;
+    let mut log = Vec::new();
+    let mut t = 0usize;
+    let mut k_now = cfg.k;
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        train_rows.shuffle(&mut rng);
+        let mut sum = LossValues::default();
+        for chunk in train_rows.chunks(cfg.batch_size) {
+            k_now = match cfg.k_anneal_from {
+                Some(k0) if k0 > cfg.k => {
+                    let frac = (t as f64 / (0.7 * total_steps as f64)).min(1.0);
+                    (k0 as f64 - frac * (k0 - cfg.k) as f64).round() as usize
+                }
+                _ => cfg.k,
+            };
+            let mut x: Vec<f32> = chunk
+                .iter()
+                .flat_map(|&r| data[r * dim..(r + 1) * dim].iter().copied())
+                .collect();
+            let mut p = 0;
+            if let (Some(pairs), true) = (pairs, cfg.losses.nce > 0.0) {
+                p = cfg.pair_batch_size.min(n_pairs);
+                let mut picked = Vec::with_capacity(p);
+                while picked.len() < p {
+                    if pair_cursor == n_pairs {
+                        pair_order.shuffle(&mut rng);
+                        pair_cursor = 0;
+                    }
+                    picked.push(pair_order[pair_cursor]);
+                    pair_cursor += 1;
+                }
+                for src in [&pairs.queries, &pairs.docs] {
+                    picked
+                        .iter()
+                        .for_each(|&i| x.extend_from_slice(&src[i * dim..(i + 1) * dim]));
+                }
+            }
+            let dead: Vec<bool> = since_fired.iter().map(|&s| s >= dead_after).collect();
+            let batch = Batch {
+                x: &x,
+                recon: chunk.len(),
+                pairs: p,
+            };
+            let result = step(&enc, &batch, k_now, &cfg.losses, variance, Some(&dead));
+            since_fired.iter_mut().for_each(|s| *s += chunk.len());
+            result
+                .fired
+                .iter()
+                .for_each(|&j| since_fired[j as usize] = 0);
+            t += 1;
+            apply(
+                &mut enc,
+                result.grads,
+                &mut adam,
+                cfg.learning_rate,
+                t as i32,
+            );
+            let l = result.loss;
+            for (acc, v) in [
+                (&mut sum.mse, l.mse),
+                (&mut sum.multi, l.multi),
+                (&mut sum.aux, l.aux),
+                (&mut sum.dist, l.dist),
+                (&mut sum.nce, l.nce),
+                (&mut sum.total, l.total),
+            ] {
+                *acc += v / steps_per_epoch as f64;
+            }
+            on_step(t, total_steps);
+        }
+        let entry = EpochLog {
+            epoch,
+            k: k_now,
+            train: sum,
+            validation_fvu: fvu(&enc, data, val_rows, cfg.k, stats.variance),
+            dead_fraction: since_fired.iter().filter(|&&s| s >= dead_after).count() as f64
+                / h as f64,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        on_epoch(&entry);
+        log.push(entry);
+    }
+    if let Some(i) = enc
+        .w_enc
+        .iter()
+        .chain(&enc.w_dec)
+        .position(|v| !v.is_finite())
+    {
+        bail!("training diverged (non-finite weight at {i}); lower the learning rate");
+    }
+    Ok((enc, stats, log))
+}
+
+/// One optimiser step: project the decoder gradient off each atom (so the unit-norm
+/// constraint is respected to first order), Adam, then renormalise the atoms.
+fn apply(enc: &mut SparseEncoder, mut g: Grads, adam: &mut [Adam; 4], lr: f32, t: i32) {
+    let d = enc.dim;
+    for (gj, aj) in g.w_dec.chunks_mut(d).zip(enc.w_dec.chunks(d)) {
+        let along = dot(gj, aj);
+        gj.iter_mut().zip(aj).for_each(|(g, a)| *g -= along * a);
+    }
+    adam[0].update(&mut enc.w_enc, &g.w_enc, lr, t);
+    adam[1].update(&mut enc.b_enc, &g.b_enc, lr, t);
+    adam[2].update(&mut enc.w_dec, &g.w_dec, lr, t);
+    adam[3].update(&mut enc.b_pre, &g.b_pre, lr, t);
+    normalize_rows(&mut enc.w_dec, d);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Data with a planted sparse structure: each vector is a sum of 3 of 32 random atoms.
+    fn planted(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let atoms: Vec<f32> = (0..32 * d)
+            .map(|_| rng.random_range(-1.0f32..1.0))
+            .collect();
+        (0..n)
+            .flat_map(|_| {
+                let mut v = vec![0.0f32; d];
+                for _ in 0..3 {
+                    let a = rng.random_range(0..32);
+                    let w = rng.random_range(0.5f32..1.5);
+                    v.iter_mut()
+                        .zip(&atoms[a * d..(a + 1) * d])
+                        .for_each(|(x, y)| *x += w * y);
+                }
+                v
+            })
+            .collect()
+    }
+
+    fn small_config() -> TrainConfig {
+        TrainConfig {
+            hidden: 64,
+            k: 4,
+            epochs: 30,
+            batch_size: 64,
+            learning_rate: 3e-3,
+            validation_fraction: 0.2,
+            ..TrainConfig::default()
+        }
+    }
+
+    #[test]
+    fn training_reconstructs_held_out_vectors() {
+        let d = 16;
+        let data = planted(2000, d, 3);
+        let cfg = small_config();
+        let (enc, stats, log) = train(&data, d, None, &cfg, |_, _| {}, |_| {}).unwrap();
+        let last = log.last().unwrap();
+        assert!(
+            last.validation_fvu < 0.2,
+            "validation FVU {}",
+            last.validation_fvu
+        );
+        assert!(last.validation_fvu < log[0].validation_fvu);
+        assert_eq!(stats.validation_rows, 400);
+        for code in enc.encode(&data[..10 * d], 10, cfg.k) {
+            assert!(code.len() <= cfg.k);
+        }
+    }
+
+    #[test]
+    fn training_is_deterministic_for_a_seed() {
+        let d = 8;
+        let data = planted(300, d, 5);
+        let cfg = TrainConfig {
+            epochs: 3,
+            ..small_config()
+        };
+        let a = train(&data, d, None, &cfg, |_, _| {}, |_| {}).unwrap().0;
+        let b = train(&data, d, None, &cfg, |_, _| {}, |_| {}).unwrap().0;
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        let data = planted(10, 4, 1);
+        let bad_k = TrainConfig {
+            k: 100,
+            ..small_config()
+        };
+        assert!(format!(
+            "{:#}",
+            train(&data, 4, None, &bad_k, |_, _| {}, |_| {}).unwrap_err()
+        )
+        .contains("k = 100"));
+        let nce = TrainConfig {
+            losses: LossWeights {
+                nce: 1.0,
+                ..LossWeights::default()
+            },
+            ..small_config()
+        };
+        assert!(format!(
+            "{:#}",
+            train(&data, 4, None, &nce, |_, _| {}, |_| {}).unwrap_err()
+        )
+        .contains("--pairs"));
+    }
+}
