@@ -268,8 +268,9 @@ struct TrainArgs {
     /// A latent counts as dead after this many training vectors without firing (default: one epoch).
     #[arg(long)]
     dead_after: Option<usize>,
-    /// Weight of Dobrynin's relative-distance loss L_dist.
-    #[arg(long, default_value_t = 0.0)]
+    /// Weight of Dobrynin's relative-distance loss L_dist (1 raised symmetric NDCG@10 on
+    /// SciFact's training queries from 0.457 to 0.501 at k = 32 without lowering the others).
+    #[arg(long, default_value_t = 1.0)]
     dist: f32,
     /// Weight of InfoNCE on --pairs (query, relevant document).
     #[arg(long, default_value_t = 0.0)]
@@ -290,6 +291,36 @@ struct TrainArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Encoder training samples/s vs the same step in PyTorch (CPU), on random unit vectors.
+    ///
+    /// Writes report.json and report.md to --output. The baseline runs where --python can
+    /// import torch; otherwise the report says it was skipped.
+    Train {
+        /// Input dimension.
+        #[arg(long, default_value_t = 768)]
+        dim: usize,
+        /// Latents.
+        #[arg(long, default_value_t = 3072)]
+        hidden: usize,
+        /// Active latents.
+        #[arg(long, default_value_t = 32)]
+        k: usize,
+        /// Vectors per step.
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Python interpreter with torch for the baseline.
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
+        /// Report folder.
+        #[arg(long, default_value = "bench-results/train")]
+        output: PathBuf,
+        /// Print report.json to stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Passages/s of ksparse's embedder vs sentence-transformers on a fixed SciFact sample.
     ///
     /// Writes report.json and report.md to --output. The baseline runs where --python can
@@ -372,6 +403,27 @@ fn print_eval(e: &Evaluation, json: bool, extra: serde_json::Value) -> Result<()
         println!("NDCG@10     {:.4}", e.mean.ndcg_at_10);
         println!("Recall@100  {:.4}", e.mean.recall_at_100);
         println!("MRR@10      {:.4}", e.mean.mrr_at_10);
+    }
+    Ok(())
+}
+
+/// Writes a benchmark's report.json and report.md into `dir` and prints one of them.
+fn write_report(
+    dir: &Path,
+    report: &impl serde::Serialize,
+    markdown: &str,
+    json: bool,
+) -> Result<()> {
+    write_atomic(&dir.join("report.json"), |w| {
+        Ok(serde_json::to_writer_pretty(w, report)?)
+    })?;
+    write_atomic(&dir.join("report.md"), |w| {
+        Ok(std::io::Write::write_all(w, markdown.as_bytes())?)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{markdown}");
     }
     Ok(())
 }
@@ -598,6 +650,29 @@ fn main() -> Result<()> {
             );
             print_eval(&result, json, serde_json::json!({}))?;
         }
+        Command::Bench(BenchCommand::Train {
+            dim,
+            hidden,
+            k,
+            batch,
+            steps,
+            python,
+            output,
+            json,
+        }) => {
+            let scratch = tempfile::tempdir()?;
+            let opts = bench::train::Options {
+                dim,
+                hidden,
+                k,
+                batch,
+                steps,
+                threads,
+                python: Some(python),
+            };
+            let report = bench::train::run(&opts, scratch.path())?;
+            write_report(&output, &report, &report.markdown(), json)?;
+        }
         Command::Bench(BenchCommand::Embed {
             model,
             input,
@@ -617,18 +692,7 @@ fn main() -> Result<()> {
                 python: Some(python),
             };
             let report = bench::embed::run(&embedder, &opts, scratch.path())?;
-            write_atomic(&output.join("report.json"), |w| {
-                Ok(serde_json::to_writer_pretty(w, &report)?)
-            })?;
-            let md = report.markdown();
-            write_atomic(&output.join("report.md"), |w| {
-                Ok(std::io::Write::write_all(w, md.as_bytes())?)
-            })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{md}");
-            }
+            write_report(&output, &report, &report.markdown(), json)?;
         }
     }
     Ok(())

@@ -43,6 +43,8 @@ pub struct LossWeights {
     pub temperature: f32,
 }
 
+/// CSR's terms and weights (MSE, Multi-TopK 4k at 1/8, AuxK at 1/32 with 512 latents) plus
+/// Dobrynin's L_dist at weight 1, chosen on SciFact's training queries.
 impl Default for LossWeights {
     fn default() -> Self {
         Self {
@@ -51,7 +53,7 @@ impl Default for LossWeights {
             multi_k_factor: 4,
             aux: 1.0 / 32.0,
             aux_k: 512,
-            dist: 0.0,
+            dist: 1.0,
             nce: 0.0,
             temperature: 0.2,
         }

@@ -308,24 +308,8 @@ pub fn train(
     let variance = stats.variance.max(1e-12) as f32;
 
     let h = cfg.hidden;
-    let mut w_dec: Vec<f32> = (0..h * dim)
-        .map(|_| rng.random_range(-1.0f32..1.0))
-        .collect();
-    normalize_rows(&mut w_dec, dim);
-    let mut enc = SparseEncoder {
-        dim,
-        hidden: h,
-        w_enc: w_dec.clone(),
-        b_enc: vec![0.0; h],
-        w_dec,
-        b_pre: median,
-    };
-    let mut adam = [
-        Adam::new(h * dim),
-        Adam::new(h),
-        Adam::new(h * dim),
-        Adam::new(dim),
-    ];
+    let mut enc = init_encoder(dim, h, median, &mut rng);
+    let mut optimizer = Optimizer::new(dim, h, cfg.learning_rate);
 
     let steps_per_epoch = train_rows.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
@@ -384,13 +368,7 @@ pub fn train(
                 .iter()
                 .for_each(|&j| since_fired[j as usize] = 0);
             t += 1;
-            apply(
-                &mut enc,
-                result.grads,
-                &mut adam,
-                cfg.learning_rate,
-                t as i32,
-            );
+            optimizer.apply(&mut enc, result.grads);
             let l = result.loss;
             for (acc, v) in [
                 (&mut sum.mse, l.mse),
@@ -427,19 +405,65 @@ pub fn train(
     Ok((enc, stats, log))
 }
 
-/// One optimiser step: project the decoder gradient off each atom (so the unit-norm
-/// constraint is respected to first order), Adam, then renormalise the atoms.
-fn apply(enc: &mut SparseEncoder, mut g: Grads, adam: &mut [Adam; 4], lr: f32, t: i32) {
-    let d = enc.dim;
-    for (gj, aj) in g.w_dec.chunks_mut(d).zip(enc.w_dec.chunks(d)) {
-        let along = dot(gj, aj);
-        gj.iter_mut().zip(aj).for_each(|(g, a)| *g -= along * a);
+/// Adam over all encoder parameters, keeping decoder atoms at unit norm.
+pub struct Optimizer {
+    adam: [Adam; 4],
+    learning_rate: f32,
+    t: i32,
+}
+
+impl Optimizer {
+    /// Zeroed moments for an encoder of `dim` × `hidden`.
+    pub fn new(dim: usize, hidden: usize, learning_rate: f32) -> Self {
+        Self {
+            adam: [
+                Adam::new(hidden * dim),
+                Adam::new(hidden),
+                Adam::new(hidden * dim),
+                Adam::new(dim),
+            ],
+            learning_rate,
+            t: 0,
+        }
     }
-    adam[0].update(&mut enc.w_enc, &g.w_enc, lr, t);
-    adam[1].update(&mut enc.b_enc, &g.b_enc, lr, t);
-    adam[2].update(&mut enc.w_dec, &g.w_dec, lr, t);
-    adam[3].update(&mut enc.b_pre, &g.b_pre, lr, t);
-    normalize_rows(&mut enc.w_dec, d);
+
+    /// One step: project the decoder gradient off each atom (so the unit-norm constraint
+    /// holds to first order), Adam on every parameter, then renormalise the atoms.
+    pub fn apply(&mut self, enc: &mut SparseEncoder, mut g: Grads) {
+        self.t += 1;
+        let (lr, t, d) = (self.learning_rate, self.t, enc.dim);
+        for (gj, aj) in g.w_dec.chunks_mut(d).zip(enc.w_dec.chunks(d)) {
+            let along = dot(gj, aj);
+            gj.iter_mut().zip(aj).for_each(|(g, a)| *g -= along * a);
+        }
+        self.adam[0].update(&mut enc.w_enc, &g.w_enc, lr, t);
+        self.adam[1].update(&mut enc.b_enc, &g.b_enc, lr, t);
+        self.adam[2].update(&mut enc.w_dec, &g.w_dec, lr, t);
+        self.adam[3].update(&mut enc.b_pre, &g.b_pre, lr, t);
+        normalize_rows(&mut enc.w_dec, d);
+    }
+}
+
+/// A freshly initialised encoder: random unit-norm atoms, W_enc = W_decᵀ (tied init),
+/// b_enc = 0, b_pre = `b_pre`.
+pub fn init_encoder(
+    dim: usize,
+    hidden: usize,
+    b_pre: Vec<f32>,
+    rng: &mut ChaCha8Rng,
+) -> SparseEncoder {
+    let mut w_dec: Vec<f32> = (0..hidden * dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
+    normalize_rows(&mut w_dec, dim);
+    SparseEncoder {
+        dim,
+        hidden,
+        w_enc: w_dec.clone(),
+        b_enc: vec![0.0; hidden],
+        w_dec,
+        b_pre,
+    }
 }
 
 #[cfg(test)]
