@@ -5,13 +5,13 @@
 //! pass, so the report shows where the time goes. The sentence-transformers side runs
 //! only where `python` can import it; its vectors are also compared with ours (cosine).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::timed;
+use super::{run_python_baseline, timed};
 use crate::embed::Embedder;
 use crate::io::{read_npy, write_atomic};
 
@@ -101,49 +101,30 @@ pub fn run(embedder: &Embedder, opts: &Options, scratch: &Path) -> Result<Report
         report.baseline_skipped = Some("no Python interpreter given".into());
         return Ok(report);
     };
-    let probe = Command::new(python)
-        .args(["-c", "import sentence_transformers"])
-        .output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        report.baseline_skipped = Some(format!(
-            "{} cannot import sentence_transformers",
-            python.display()
-        ));
-        return Ok(report);
-    }
-    let script = scratch.join("st_embed.py");
     let texts_json = scratch.join("texts.json");
     let out_npy = scratch.join("st_vectors.npy");
-    write_atomic(&script, |w| {
-        Ok(std::io::Write::write_all(
-            w,
-            include_str!("st_embed.py").as_bytes(),
-        )?)
-    })?;
     write_atomic(&texts_json, |w| Ok(serde_json::to_writer(w, &opts.texts)?))?;
-    let out = Command::new(python)
-        .arg(&script)
-        .arg(&embedder.model_dir().path)
-        .arg(&texts_json)
-        .arg(opts.batch_size.to_string())
-        .arg(opts.threads.to_string())
-        .arg(&out_npy)
-        .output()
-        .context("cannot run the sentence-transformers baseline")?;
-    if !out.status.success() {
-        bail!(
-            "sentence-transformers baseline failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    #[derive(serde::Deserialize)]
-    struct PyOut {
-        seconds: f64,
-        torch: String,
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let py: PyOut = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .with_context(|| format!("unexpected baseline output: {stdout}"))?;
+    let args: Vec<OsString> = vec![
+        embedder.model_dir().path.clone().into(),
+        texts_json.into(),
+        opts.batch_size.to_string().into(),
+        opts.threads.to_string().into(),
+        out_npy.clone().into(),
+    ];
+    let py = match run_python_baseline(
+        python,
+        "sentence_transformers",
+        "st_embed.py",
+        include_str!("st_embed.py"),
+        &args,
+        scratch,
+    )? {
+        Ok(t) => t,
+        Err(why) => {
+            report.baseline_skipped = Some(why);
+            return Ok(report);
+        }
+    };
     let theirs = read_npy(&out_npy)?;
     let min_cosine = ours
         .rows()

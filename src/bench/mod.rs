@@ -4,11 +4,66 @@
 pub mod embed;
 pub mod train;
 
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::io::write_atomic;
 
 /// Runs `f` and returns its result with the elapsed wall time in seconds.
 pub fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
     let start = Instant::now();
     let out = f();
     (out, start.elapsed().as_secs_f64())
+}
+
+/// What a Python baseline script prints as its last line.
+#[derive(Debug, Deserialize)]
+pub struct PythonTiming {
+    /// Seconds of the timed section.
+    pub seconds: f64,
+    /// PyTorch version the baseline ran on.
+    pub torch: String,
+}
+
+/// Runs a baseline script (`source`, saved as `name` in `scratch`) with `python` and
+/// `args`. Returns `Ok(Err(reason))` when `python` cannot import `module`, so the
+/// benchmark can report the baseline as skipped rather than fail.
+pub fn run_python_baseline(
+    python: &Path,
+    module: &str,
+    name: &str,
+    source: &str,
+    args: &[OsString],
+    scratch: &Path,
+) -> Result<std::result::Result<PythonTiming, String>> {
+    let probe = Command::new(python)
+        .args(["-c", &format!("import {module}")])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return Ok(Err(format!("{} cannot import {module}", python.display())));
+    }
+    let script = scratch.join(name);
+    write_atomic(&script, |w| {
+        Ok(std::io::Write::write_all(w, source.as_bytes())?)
+    })?;
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run the {module} baseline"))?;
+    if !out.status.success() {
+        bail!(
+            "{module} baseline failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let timing = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .with_context(|| format!("unexpected baseline output: {stdout}"))?;
+    Ok(Ok(timing))
 }

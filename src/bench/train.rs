@@ -7,18 +7,17 @@
 //! PyTorch (as public TopK autoencoder code does) scatters the codes into dense batch × h
 //! matrices and lets autograd run dense products.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::timed;
+use super::{run_python_baseline, timed};
 use crate::encoder::loss::{step, Batch, LossWeights};
 use crate::encoder::train::{init_encoder, Optimizer};
-use crate::io::write_atomic;
 
 /// Shapes and settings of the benchmark.
 pub struct Options {
@@ -135,22 +134,7 @@ pub fn run(opts: &Options, scratch: &Path) -> Result<Report> {
         report.baseline_skipped = Some("no Python interpreter given".into());
         return Ok(report);
     };
-    if !Command::new(python)
-        .args(["-c", "import torch"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        report.baseline_skipped = Some(format!("{} cannot import torch", python.display()));
-        return Ok(report);
-    }
-    let script = scratch.join("torch_train.py");
-    write_atomic(&script, |w| {
-        Ok(std::io::Write::write_all(
-            w,
-            include_str!("torch_train.py").as_bytes(),
-        )?)
-    })?;
-    let args = [
+    let args: Vec<OsString> = [
         opts.dim,
         opts.hidden,
         opts.k,
@@ -158,26 +142,23 @@ pub fn run(opts: &Options, scratch: &Path) -> Result<Report> {
         opts.steps,
         opts.threads,
     ]
-    .map(|v| v.to_string());
-    let out = Command::new(python)
-        .arg(&script)
-        .args(&args)
-        .output()
-        .context("cannot run the PyTorch baseline")?;
-    if !out.status.success() {
-        bail!(
-            "PyTorch baseline failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    #[derive(serde::Deserialize)]
-    struct PyOut {
-        seconds: f64,
-        torch: String,
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let py: PyOut = serde_json::from_str(stdout.lines().last().unwrap_or(""))
-        .with_context(|| format!("unexpected baseline output: {stdout}"))?;
+    .iter()
+    .map(|v| v.to_string().into())
+    .collect();
+    let py = match run_python_baseline(
+        python,
+        "torch",
+        "torch_train.py",
+        include_str!("torch_train.py"),
+        &args,
+        scratch,
+    )? {
+        Ok(t) => t,
+        Err(why) => {
+            report.baseline_skipped = Some(why);
+            return Ok(report);
+        }
+    };
     let theirs = (opts.steps * opts.batch) as f64 / py.seconds;
     report.torch = Some(Baseline {
         samples_per_s: theirs,
@@ -196,13 +177,15 @@ impl Report {
             self.dim, self.hidden, self.k, self.batch, self.steps, self.threads, self.samples_per_s, self.step_ms
         );
         match (&self.torch, &self.baseline_skipped) {
-            (Some(b), _) => s += &format!(
+            (Some(b), _) => {
+                s += &format!(
                 "| PyTorch {} (CPU) | {:.0} | {:.1} |\n\nRatio ksparse / PyTorch: **{:.2}×**.\n",
                 b.torch,
                 b.samples_per_s,
                 1000.0 * self.batch as f64 / b.samples_per_s,
                 b.ratio
-            ),
+            )
+            }
             (None, Some(why)) => s += &format!("\nPyTorch baseline skipped: {why}.\n"),
             (None, None) => {}
         }

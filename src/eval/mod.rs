@@ -74,13 +74,7 @@ pub fn dense_exact(
     check_shapes(dataset, &corpus, queries)?;
     let index = FlatIndex::new(corpus);
     let hits = index.search_batch(queries, EVAL_DEPTH);
-    let run = run_from_hits(
-        &dataset.queries.ids,
-        &dataset.corpus.ids,
-        &hits,
-        ignore_identical_ids,
-    );
-    Ok((evaluate(&dataset.qrels, &run), run))
+    Ok(score_hits(dataset, &hits, ignore_identical_ids))
 }
 
 /// Sparse exact search: documents encoded at `k`, queries turned into sparse queries by
@@ -111,13 +105,22 @@ pub fn sparse_exact(
         .into_par_iter()
         .map(|i| index.search(&encoder.query(&q[i * d..(i + 1) * d], k, mode), EVAL_DEPTH))
         .collect();
+    Ok(score_hits(dataset, &hits, ignore_identical_ids))
+}
+
+/// The run made of the dataset's queries' hits, and its evaluation.
+fn score_hits(
+    dataset: &Dataset,
+    hits: &[Vec<Hit>],
+    ignore_identical_ids: bool,
+) -> (Evaluation, Run) {
     let run = run_from_hits(
         &dataset.queries.ids,
         &dataset.corpus.ids,
-        &hits,
+        hits,
         ignore_identical_ids,
     );
-    Ok((evaluate(&dataset.qrels, &run), run))
+    (evaluate(&dataset.qrels, &run), run)
 }
 
 /// Writes a run in TREC format (`qid Q0 docid rank score tag`), ranked, atomically.

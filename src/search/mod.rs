@@ -19,25 +19,13 @@ pub struct Hit {
 ///
 /// Selection is O(n) (`select_nth_unstable`) plus O(top·log top) for the final sort.
 pub fn top_k(scores: &[f32], top: usize) -> Vec<Hit> {
-    let better = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(a.doc.cmp(&b.doc));
-    let mut hits: Vec<Hit> = scores
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| Hit {
-            doc: i as u32,
-            score: s,
+    crate::encoder::top_indices(scores, top)
+        .into_iter()
+        .map(|i| Hit {
+            doc: i,
+            score: scores[i as usize],
         })
-        .collect();
-    let top = top.min(hits.len());
-    if top == 0 {
-        return Vec::new();
-    }
-    if top < hits.len() {
-        hits.select_nth_unstable_by(top - 1, better);
-        hits.truncate(top);
-    }
-    hits.sort_unstable_by(better);
-    hits
+        .collect()
 }
 
 #[cfg(test)]
