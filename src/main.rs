@@ -235,14 +235,15 @@ struct TrainArgs {
     /// Active latents per code.
     #[arg(long, default_value_t = 32)]
     k: usize,
-    /// Passes over the data.
-    #[arg(long, default_value_t = 50)]
+    /// Passes over the data (100 with lr 5e-4 beat 50 with 1e-3 and 200 with 3e-4 on
+    /// SciFact's training queries).
+    #[arg(long, default_value_t = 100)]
     epochs: usize,
     /// Vectors per step.
     #[arg(long, default_value_t = 512)]
     batch_size: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 5e-4)]
     lr: f32,
     /// Seed for initialisation and shuffling (same seed and threads → same model).
     #[arg(long, default_value_t = 0)]
