@@ -20,9 +20,10 @@ use ksparse::io::{ids_path, read_ids, read_npy, write_atomic, write_ids, write_n
 
 /// Single-stage semantic search with K-sparse codes.
 ///
-/// The data's path: text → dense vectors (`embed`) → evaluation against qrels
-/// (`eval-dense`). Models are sentence-transformers folders; fetch the two supported ones
-/// with `scripts/fetch-models.sh`.
+/// The data's path: text → dense vectors (`embed`) → K-sparse encoder (`train`) → sparse
+/// codes (`encode`) → evaluation against qrels (`eval-dense` for the dense baseline,
+/// `eval-sparse` for the codes). Models are sentence-transformers folders; fetch the two
+/// supported ones with `scripts/fetch-models.sh`.
 #[derive(Parser)]
 #[command(name = "ksparse", version, about, long_about)]
 struct Cli {
