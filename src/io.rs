@@ -177,6 +177,26 @@ pub fn read_ids(vectors: &Path, rows: usize) -> Result<Vec<String>> {
     Ok(ids)
 }
 
+/// Reads a `.npy` matrix with its id list beside it and returns the rows of `want`, in
+/// that order; an id without a row is an error naming the file.
+pub fn read_npy_aligned(path: &Path, want: &[String]) -> Result<Array2<f32>> {
+    let m = read_npy(path)?;
+    let ids = read_ids(path, m.nrows())?;
+    let row: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let mut out = Array2::zeros((want.len(), m.ncols()));
+    for (i, id) in want.iter().enumerate() {
+        let r = *row
+            .get(id.as_str())
+            .with_context(|| format!("{}: no vector for id {id:?}", path.display()))?;
+        out.row_mut(i).assign(&m.row(r));
+    }
+    Ok(out)
+}
+
 /// Opens a text file for line reading, decompressing it when its name ends in `.gz`.
 pub fn open_lines(path: &Path) -> Result<Box<dyn BufRead>> {
     let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;

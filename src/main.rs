@@ -16,7 +16,9 @@ use ksparse::encoder::scoring::ScoringMode;
 use ksparse::encoder::train::{Pairs, TrainConfig};
 use ksparse::encoder::{EncoderConfig, SparseEncoder};
 use ksparse::eval::{self, Evaluation};
-use ksparse::io::{ids_path, read_ids, read_npy, write_atomic, write_ids, write_npy};
+use ksparse::io::{
+    ids_path, read_ids, read_npy, read_npy_aligned, write_atomic, write_ids, write_npy,
+};
 
 /// Single-stage semantic search with K-sparse codes.
 ///
@@ -374,25 +376,6 @@ fn embed_texts(e: &Embedder, texts: &Texts, batch_size: usize, what: &str) -> Re
     Ok(m)
 }
 
-/// Reads precomputed vectors and reorders their rows to match `want` ids.
-fn read_aligned(path: &Path, want: &Texts) -> Result<Array2<f32>> {
-    let m = read_npy(path)?;
-    let ids = read_ids(path, m.nrows())?;
-    let row: std::collections::HashMap<&str, usize> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), i))
-        .collect();
-    let mut out = Array2::zeros((want.len(), m.ncols()));
-    for (i, id) in want.ids.iter().enumerate() {
-        let r = *row
-            .get(id.as_str())
-            .with_context(|| format!("{}: no vector for id {id:?}", path.display()))?;
-        out.row_mut(i).assign(&m.row(r));
-    }
-    Ok(out)
-}
-
 fn print_eval(e: &Evaluation, json: bool, extra: serde_json::Value) -> Result<()> {
     if json {
         let mut v = serde_json::json!({ "mean": e.mean, "queries": e.queries });
@@ -561,7 +544,10 @@ fn main() -> Result<()> {
                 "dataset loaded"
             );
             let (corpus, queries) = match (&a.corpus_embeddings, &a.query_embeddings) {
-                (Some(c), Some(q)) => (read_aligned(c, &ds.corpus)?, read_aligned(q, &ds.queries)?),
+                (Some(c), Some(q)) => (
+                    read_npy_aligned(c, &ds.corpus.ids)?,
+                    read_npy_aligned(q, &ds.queries.ids)?,
+                ),
                 _ => {
                     let e = a.model.load()?;
                     (
@@ -635,8 +621,8 @@ fn main() -> Result<()> {
             let ds = Dataset::load(&dataset, &split)?;
             let (enc, config) = SparseEncoder::load(&encoder)?;
             let k = k.unwrap_or(config.k);
-            let corpus = read_aligned(&corpus_embeddings, &ds.corpus)?;
-            let queries = read_aligned(&query_embeddings, &ds.queries)?;
+            let corpus = read_npy_aligned(&corpus_embeddings, &ds.corpus.ids)?;
+            let queries = read_npy_aligned(&query_embeddings, &ds.queries.ids)?;
             let (result, _) =
                 eval::sparse_exact(&ds, &corpus, &queries, &enc, k, mode, ignore_identical_ids)?;
             print_eval(

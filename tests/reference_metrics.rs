@@ -7,7 +7,7 @@ use std::path::Path;
 
 use ksparse::data::{read_qrels, Dataset};
 use ksparse::eval::{dense_exact, evaluate, read_trec_run};
-use ksparse::io::read_npy;
+use ksparse::io::read_npy_aligned;
 use serde_json::Value;
 
 fn check_run(name: &str, qrels: &Path) {
@@ -68,25 +68,8 @@ fn dense_exact_on_reference_vectors_gives_published_ndcg() {
         return;
     };
     let ds = Dataset::load(&common::root().join("data/scifact"), "test").unwrap();
-    let align = |file: &str, want: &[String]| {
-        let m = read_npy(&dir.join(format!("{file}.npy"))).unwrap();
-        let ids: Vec<String> = serde_json::from_str(
-            &std::fs::read_to_string(dir.join(format!("{file}.ids.json"))).unwrap(),
-        )
-        .unwrap();
-        let row: std::collections::HashMap<&str, usize> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.as_str(), i))
-            .collect();
-        let mut out = ndarray::Array2::zeros((want.len(), m.ncols()));
-        for (i, id) in want.iter().enumerate() {
-            out.row_mut(i).assign(&m.row(row[id.as_str()]));
-        }
-        out
-    };
-    let corpus = align("corpus", &ds.corpus.ids);
-    let queries = align("queries", &ds.queries.ids);
+    let corpus = read_npy_aligned(&dir.join("corpus.npy"), &ds.corpus.ids).unwrap();
+    let queries = read_npy_aligned(&dir.join("queries.npy"), &ds.queries.ids).unwrap();
     let (e, _) = dense_exact(&ds, corpus, &queries, false).unwrap();
     assert_eq!(e.queries, 300);
     assert!(

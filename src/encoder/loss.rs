@@ -136,7 +136,8 @@ pub fn step(
     let (d, h) = (enc.dim, enc.hidden);
     let rows = batch.recon + 2 * batch.pairs;
     assert_eq!(batch.x.len(), rows * d, "batch size");
-    let pre = enc.pre_activations(batch.x, rows);
+    let centred = super::linalg::sub_rows(batch.x, rows, &enc.b_pre);
+    let pre = enc.pre_activations_centred(&centred, rows);
     let multi_k = if w.multi > 0.0 {
         k * w.multi_k_factor
     } else {
@@ -249,7 +250,7 @@ pub fn step(
         + w.nce as f64 * loss.nce;
 
     // ∂L/∂pre = ∂L/∂z where the ReLU passed (every selected entry here has pre > 0).
-    let grads = backward(enc, batch.x, rows, &row_grads, &recon_terms);
+    let grads = backward(enc, &centred, &row_grads, &recon_terms);
     let mut fired: Vec<u32> = codes[..n]
         .iter()
         .flat_map(|c| c.iter().map(|p| p.0))
@@ -335,18 +336,16 @@ fn reconstruct(enc: &SparseEncoder, codes: &[Vec<(u32, f32)>], with_bias: bool) 
         .collect()
 }
 
-/// Gradients of all parameters from per-row ∂L/∂pre entries and the reconstruction terms'
+/// Gradients of all parameters from per-row ∂L/∂pre entries (rows of `centred` = x − b_pre) and the reconstruction terms'
 /// output gradients. Work is grouped by latent, so each latent's rows of W_enc and W_dec
 /// are written by one task, in a fixed order: the result does not depend on threading.
 fn backward(
     enc: &SparseEncoder,
-    x: &[f32],
-    rows: usize,
+    centred: &[f32],
     row_grads: &[RowGrad],
     recon: &[(ReconTerm, bool)],
 ) -> Grads {
     let (d, h) = (enc.dim, enc.hidden);
-    let centred = super::linalg::sub_rows(x, rows, &enc.b_pre);
     // Per latent: (row, ∂L/∂pre) for the encoder; (term, row, z) for the decoder.
     let mut enc_entries: Vec<Vec<(u32, f32)>> = vec![Vec::new(); h];
     for (i, g) in row_grads.iter().enumerate() {

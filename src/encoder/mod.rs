@@ -74,8 +74,13 @@ impl SparseEncoder {
 
     /// Pre-activations of `n` row-major inputs: n × hidden.
     pub fn pre_activations(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let centred = linalg::sub_rows(x, n, &self.b_pre);
-        let mut pre = linalg::matmul_bt(&centred, n, self.dim, &self.w_enc, self.hidden);
+        self.pre_activations_centred(&linalg::sub_rows(x, n, &self.b_pre), n)
+    }
+
+    /// Pre-activations of inputs that already had `b_pre` subtracted (training needs
+    /// the centred inputs again for the encoder gradient).
+    pub(crate) fn pre_activations_centred(&self, centred: &[f32], n: usize) -> Vec<f32> {
+        let mut pre = linalg::matmul_bt(centred, n, self.dim, &self.w_enc, self.hidden);
         pre.par_chunks_mut(self.hidden)
             .for_each(|row| row.iter_mut().zip(&self.b_enc).for_each(|(p, b)| *p += b));
         pre
