@@ -264,3 +264,47 @@ fn train_rejects_bad_input_and_leaves_no_folder() {
         "{names:?}"
     );
 }
+
+#[test]
+fn bench_quality_writes_the_table_and_reuses_cached_embeddings() {
+    let Some(model) = common::model("all-MiniLM-L6-v2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        ksparse()
+            .args(["bench", "quality", "--model", model.to_str().unwrap()])
+            .arg("--dataset")
+            .arg(common::root().join("tests/fixtures/scifact-mini"))
+            .args(["--k", "8,16", "--hidden", "2d", "--losses", "csr+dist"])
+            .args(["--modes", "symmetric,symmetric:2k,reconstruction"])
+            .args(["--epochs", "3", "--json", "--cache"])
+            .arg(dir.path().join("cache"))
+            .arg("--output")
+            .arg(dir.path().join("report"))
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let dense = report["dense"][0]["ndcg@10"].as_f64().unwrap();
+    assert!(dense > 0.5, "dense NDCG@10 {dense} on the fixture");
+    // 2 k × 3 modes, unsupervised and supervised (the fixture has training qrels).
+    let rows = report["sparse"].as_array().unwrap();
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().any(|r| r["supervised"] == true));
+    assert!(rows.iter().all(|r| r["hidden"] == 768));
+    assert!(rows.iter().any(|r| r["mode"] == "symmetric:32"));
+    let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
+    assert!(md.contains("| 768 | csr+dist+nce | symmetric:2k |"), "{md}");
+    // The second run embeds nothing.
+    let second = run();
+    assert!(second.status.success());
+    let log = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(log.matches("embeddings from cache").count(), 3, "{log}");
+}

@@ -2,6 +2,7 @@
 //! the same data and thread count, and report the ratio.
 
 pub mod embed;
+pub mod quality;
 pub mod train;
 
 use std::ffi::OsString;

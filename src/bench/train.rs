@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::{run_python_baseline, timed};
-use crate::encoder::loss::{step, Batch, LossWeights};
+use crate::encoder::loss::{step, Batch, LossWeights, Workspace};
 use crate::encoder::train::{init_encoder, Optimizer};
 
 /// Shapes and settings of the benchmark.
@@ -97,21 +97,16 @@ pub fn run(opts: &Options, scratch: &Path) -> Result<Report> {
         dist: 0.0,
         ..LossWeights::default()
     };
+    let mut workspace = Workspace::default();
     let mut run_step = |i: usize| {
         let x = &data[(i % 4) * opts.batch * d..(i % 4 + 1) * opts.batch * d];
-        let r = step(
-            &enc,
-            &Batch {
-                x,
-                recon: opts.batch,
-                pairs: 0,
-            },
-            opts.k,
-            &weights,
-            1.0,
-            None,
-        );
-        optimizer.apply(&mut enc, r.grads);
+        let batch = Batch {
+            x,
+            recon: opts.batch,
+            pairs: 0,
+        };
+        step(&enc, &batch, opts.k, &weights, 1.0, None, &mut workspace);
+        optimizer.apply(&mut enc, &mut workspace.grads);
     };
     run_step(0);
     let ((), secs) = timed(|| (1..=opts.steps).for_each(&mut run_step));

@@ -5,6 +5,7 @@
 //! [`Embedder::embed`] sorts inputs by token count so each padded batch wastes little
 //! work on padding, then writes every vector back at its input's row.
 
+pub mod cache;
 mod kernels;
 pub mod model_dir;
 mod transformer;

@@ -5,11 +5,18 @@ use rayon::prelude::*;
 
 /// a (n × k, row-major) times bᵀ, b (m × k, row-major): n × m, row-major.
 pub fn matmul_bt(a: &[f32], n: usize, k: usize, b: &[f32], m: usize) -> Vec<f32> {
+    let mut out = Vec::new();
+    matmul_bt_into(a, n, k, b, m, &mut out);
+    out
+}
+
+/// [`matmul_bt`] into `out` (resized to n × m; its allocation is reused).
+pub fn matmul_bt_into(a: &[f32], n: usize, k: usize, b: &[f32], m: usize, out: &mut Vec<f32>) {
     assert_eq!(a.len(), n * k, "lhs size");
     assert_eq!(b.len(), m * k, "rhs size");
-    let mut out = vec![0.0f32; n * m];
+    out.resize(n * m, 0.0);
     if n == 0 || m == 0 {
-        return out;
+        return;
     }
     let threads = rayon::current_num_threads();
     let parallelism = if threads > 1 {
@@ -43,18 +50,22 @@ pub fn matmul_bt(a: &[f32], n: usize, k: usize, b: &[f32], m: usize) -> Vec<f32>
             parallelism,
         );
     }
-    out
 }
 
 /// Each row of x (n × len(bias)) minus `bias`.
 pub fn sub_rows(x: &[f32], n: usize, bias: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), n * bias.len(), "matrix size");
     let mut out = x.to_vec();
+    sub_rows_in_place(&mut out, bias);
+    out
+}
+
+/// Subtracts `bias` from each row of x (rows of len(bias)).
+pub fn sub_rows_in_place(x: &mut [f32], bias: &[f32]) {
     if !bias.is_empty() {
-        out.par_chunks_mut(bias.len())
+        x.par_chunks_mut(bias.len())
             .for_each(|r| r.iter_mut().zip(bias).for_each(|(v, b)| *v -= b));
     }
-    out
 }
 
 /// y += a · x.

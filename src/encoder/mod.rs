@@ -74,16 +74,17 @@ impl SparseEncoder {
 
     /// Pre-activations of `n` row-major inputs: n × hidden.
     pub fn pre_activations(&self, x: &[f32], n: usize) -> Vec<f32> {
-        self.pre_activations_centred(&linalg::sub_rows(x, n, &self.b_pre), n)
+        let mut pre = Vec::new();
+        self.pre_activations_into(&linalg::sub_rows(x, n, &self.b_pre), n, &mut pre);
+        pre
     }
 
-    /// Pre-activations of inputs that already had `b_pre` subtracted (training needs
-    /// the centred inputs again for the encoder gradient).
-    pub(crate) fn pre_activations_centred(&self, centred: &[f32], n: usize) -> Vec<f32> {
-        let mut pre = linalg::matmul_bt(centred, n, self.dim, &self.w_enc, self.hidden);
+    /// Pre-activations of inputs that already had `b_pre` subtracted, into `pre`
+    /// (training reuses both buffers from step to step).
+    pub(crate) fn pre_activations_into(&self, centred: &[f32], n: usize, pre: &mut Vec<f32>) {
+        linalg::matmul_bt_into(centred, n, self.dim, &self.w_enc, self.hidden, pre);
         pre.par_chunks_mut(self.hidden)
             .for_each(|row| row.iter_mut().zip(&self.b_enc).for_each(|(p, b)| *p += b));
-        pre
     }
 
     /// Sparse codes of `n` row-major inputs with at most `k` non-zeros each.
@@ -237,4 +238,46 @@ pub struct DataStats {
     pub variance: f64,
     /// Mean L2 norm of the vectors.
     pub mean_norm: f64,
+}
+
+/// Width of the sparse layer: a number of latents, or a multiple of the input dimension
+/// written like `4d` (the papers give widths as multiples of d).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hidden {
+    /// This many latents.
+    Latents(usize),
+    /// This multiple of the input dimension.
+    TimesDim(usize),
+}
+
+impl Hidden {
+    /// The number of latents for `dim`-d inputs.
+    pub fn resolve(self, dim: usize) -> usize {
+        match self {
+            Self::Latents(h) => h,
+            Self::TimesDim(m) => m * dim,
+        }
+    }
+}
+
+impl std::str::FromStr for Hidden {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || {
+            format!("{s:?} is not a width: give a number of latents (1536) or a multiple of d (4d)")
+        };
+        match s.strip_suffix('d') {
+            Some(m) => m.parse().map(Self::TimesDim).map_err(|_| bad()),
+            None => s.parse().map(Self::Latents).map_err(|_| bad()),
+        }
+    }
+}
+
+impl std::fmt::Display for Hidden {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Self::Latents(h) => write!(f, "{h}"),
+            Self::TimesDim(m) => write!(f, "{m}d"),
+        }
+    }
 }

@@ -3,12 +3,15 @@
 //! | mode | query terms | score | cost per query |
 //! |---|---|---|---|
 //! | `symmetric` | z_q (k terms, ≥ 0) | z_q · z_d | k postings lists |
+//! | `symmetric:m` | z_q with m active latents | z_q · z_d | m postings lists |
 //! | `reconstruction` | u = W_decᵀ q (all h terms, any sign) | u · z_d = q · (x̂_d − b_pre) | one h × d mat-vec + all lists |
 //! | `projected:m` | the m largest positive entries of u | partial u · z_d | mat-vec + m lists |
 //!
 //! `reconstruction` ranks exactly as q · x̂_d (q · b_pre is the same for every document),
 //! so it approaches dense search as the reconstruction improves; `projected:m` trades
-//! some of that for an O(m) query.
+//! some of that for an O(m) query. `symmetric:m` keeps document codes at k but lets the
+//! query use m > k latents: more of a relevant document's latents are then shared with
+//! the query (on SciFact's training queries, m = 4k raised NDCG@10 by about 0.04 at k = 32).
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,8 +25,8 @@ pub type SparseQuery = Vec<(u32, f32)>;
 /// How queries are scored against document codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScoringMode {
-    /// z_q · z_d.
-    Symmetric,
+    /// z_q · z_d, with the query code keeping this many latents (None = the documents' k).
+    Symmetric(Option<usize>),
     /// (W_decᵀ q) · z_d.
     Reconstruction,
     /// The m largest positive terms of W_decᵀ q.
@@ -34,12 +37,20 @@ impl FromStr for ScoringMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
-            "symmetric" => Ok(Self::Symmetric),
+            "symmetric" => Ok(Self::Symmetric(None)),
             "reconstruction" => Ok(Self::Reconstruction),
-            _ => match s.strip_prefix("projected:").map(str::parse::<usize>) {
-                Some(Ok(m)) if m > 0 => Ok(Self::Projected(m)),
-                _ => Err(format!("unknown scoring mode {s:?}: use symmetric, reconstruction or projected:M (M ≥ 1)")),
-            },
+            _ => {
+                let bad = || {
+                    format!("unknown scoring mode {s:?}: use symmetric, symmetric:M, reconstruction or projected:M (M ≥ 1)")
+                };
+                let (name, m) = s.split_once(':').ok_or_else(bad)?;
+                let m = m.parse::<usize>().ok().filter(|&m| m > 0).ok_or_else(bad)?;
+                match name {
+                    "symmetric" => Ok(Self::Symmetric(Some(m))),
+                    "projected" => Ok(Self::Projected(m)),
+                    _ => Err(bad()),
+                }
+            }
         }
     }
 }
@@ -47,7 +58,8 @@ impl FromStr for ScoringMode {
 impl fmt::Display for ScoringMode {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            Self::Symmetric => write!(f, "symmetric"),
+            Self::Symmetric(None) => write!(f, "symmetric"),
+            Self::Symmetric(Some(m)) => write!(f, "symmetric:{m}"),
             Self::Reconstruction => write!(f, "reconstruction"),
             Self::Projected(m) => write!(f, "projected:{m}"),
         }
@@ -55,12 +67,12 @@ impl fmt::Display for ScoringMode {
 }
 
 impl SparseEncoder {
-    /// The sparse query for dense query vector `q` under `mode` (`k`: code length for
-    /// the symmetric mode).
+    /// The sparse query for dense query vector `q` under `mode` (`k`: the documents' code
+    /// length, used by `symmetric` without its own m).
     pub fn query(&self, q: &[f32], k: usize, mode: ScoringMode) -> SparseQuery {
         match mode {
-            ScoringMode::Symmetric => {
-                let c = self.encode_one(q, k);
+            ScoringMode::Symmetric(m) => {
+                let c = self.encode_one(q, m.unwrap_or(k).min(self.hidden));
                 c.ids.into_iter().zip(c.values).collect()
             }
             ScoringMode::Reconstruction => self
@@ -104,10 +116,16 @@ mod tests {
 
     #[test]
     fn modes_parse_and_print() {
-        for m in ["symmetric", "reconstruction", "projected:16"] {
+        for m in [
+            "symmetric",
+            "symmetric:128",
+            "reconstruction",
+            "projected:16",
+        ] {
             assert_eq!(m.parse::<ScoringMode>().unwrap().to_string(), m);
         }
         assert!("projected:0".parse::<ScoringMode>().is_err());
+        assert!("reconstruction:3".parse::<ScoringMode>().is_err());
         assert!("dense"
             .parse::<ScoringMode>()
             .unwrap_err()

@@ -9,14 +9,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use ndarray::Array2;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use super::loss::{step, Batch, Grads, LossValues, LossWeights};
+use super::loss::{step, Batch, Grads, LossValues, LossWeights, Workspace};
 use super::{DataStats, SparseEncoder};
-use crate::data::read_qrels;
+use crate::data::{read_qrels, Qrels};
 use crate::io::{read_ids, read_npy};
 use crate::search::dense::dot;
 
@@ -45,6 +47,12 @@ pub struct TrainConfig {
     pub k_anneal_from: Option<usize>,
     /// A latent is dead after this many training rows without firing (None = one epoch).
     pub dead_after: Option<usize>,
+    /// Augmentation: each training row is seen as x + ε with ε ~ N(0, (σ‖x‖)²/d · I),
+    /// σ = this value (noise norm relative to the row's norm; 0 = off). A fresh draw per
+    /// step: a small corpus then covers the space around each vector, which is where
+    /// queries fall, instead of being memorised.
+    #[serde(default)]
+    pub input_noise: f32,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +69,7 @@ impl Default for TrainConfig {
             validation_fraction: 0.05,
             k_anneal_from: None,
             dead_after: None,
+            input_noise: 0.3,
         }
     }
 }
@@ -79,26 +88,39 @@ impl Pairs {
     pub fn from_files(queries: &Path, corpus: &Path, qrels: &Path) -> Result<Self> {
         let q = read_npy(queries)?;
         let c = read_npy(corpus)?;
+        let q_ids = read_ids(queries, q.nrows())?;
+        let c_ids = read_ids(corpus, c.nrows())?;
+        Self::from_vectors(
+            (&q, &q_ids, &queries.display().to_string()),
+            (&c, &c_ids, &corpus.display().to_string()),
+            &read_qrels(qrels)?,
+            &qrels.display().to_string(),
+        )
+    }
+
+    /// Pairs from (vectors, row ids, name for errors) of the queries and of the corpus and
+    /// the judgements `judged` (named `qrels_name` in errors): one pair per judgement with
+    /// a grade ≥ 1, in sorted (query, document) order.
+    pub fn from_vectors(
+        (q, q_ids, q_name): (&Array2<f32>, &[String], &str),
+        (c, c_ids, c_name): (&Array2<f32>, &[String], &str),
+        judged: &Qrels,
+        qrels_name: &str,
+    ) -> Result<Self> {
         if q.ncols() != c.ncols() {
             bail!(
-                "{} is {}-d but {} is {}-d",
-                queries.display(),
+                "{q_name} is {}-d but {c_name} is {}-d",
                 q.ncols(),
-                corpus.display(),
                 c.ncols()
             );
         }
-        let q_row: HashMap<String, usize> = read_ids(queries, q.nrows())?
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| (s, i))
-            .collect();
-        let c_row: HashMap<String, usize> = read_ids(corpus, c.nrows())?
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| (s, i))
-            .collect();
-        let judged = read_qrels(qrels)?;
+        let row_of = |ids: &[String]| -> HashMap<String, usize> {
+            ids.iter()
+                .enumerate()
+                .map(|(i, s)| (s.clone(), i))
+                .collect()
+        };
+        let (q_row, c_row) = (row_of(q_ids), row_of(c_ids));
         let mut keys: Vec<(&String, &String)> = judged
             .iter()
             .flat_map(|(q, docs)| {
@@ -111,24 +133,16 @@ impl Pairs {
         let (mut queries_out, mut docs_out) = (Vec::new(), Vec::new());
         for (qid, did) in keys {
             let qi = *q_row.get(qid).with_context(|| {
-                format!(
-                    "{}: query {qid:?} has no vector in {}",
-                    qrels.display(),
-                    queries.display()
-                )
+                format!("{qrels_name}: query {qid:?} has no vector in {q_name}")
             })?;
             let di = *c_row.get(did).with_context(|| {
-                format!(
-                    "{}: document {did:?} has no vector in {}",
-                    qrels.display(),
-                    corpus.display()
-                )
+                format!("{qrels_name}: document {did:?} has no vector in {c_name}")
             })?;
             queries_out.extend(q.row(qi).iter());
             docs_out.extend(c.row(di).iter());
         }
         if queries_out.is_empty() {
-            bail!("{}: no relevant (query, document) pairs", qrels.display());
+            bail!("{qrels_name}: no relevant (query, document) pairs");
         }
         Ok(Self {
             queries: queries_out,
@@ -310,6 +324,7 @@ pub fn train(
     let h = cfg.hidden;
     let mut enc = init_encoder(dim, h, median, &mut rng);
     let mut optimizer = Optimizer::new(dim, h, cfg.learning_rate);
+    let mut workspace = Workspace::default();
 
     let steps_per_epoch = train_rows.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
@@ -337,6 +352,9 @@ pub fn train(
                 .iter()
                 .flat_map(|&r| data[r * dim..(r + 1) * dim].iter().copied())
                 .collect();
+            if cfg.input_noise > 0.0 {
+                add_noise(&mut x, dim, cfg.input_noise, &mut rng);
+            }
             let mut p = 0;
             if let (Some(pairs), true) = (pairs, cfg.losses.nce > 0.0) {
                 p = cfg.pair_batch_size.min(n_pairs);
@@ -361,14 +379,22 @@ pub fn train(
                 recon: chunk.len(),
                 pairs: p,
             };
-            let result = step(&enc, &batch, k_now, &cfg.losses, variance, Some(&dead));
+            let result = step(
+                &enc,
+                &batch,
+                k_now,
+                &cfg.losses,
+                variance,
+                Some(&dead),
+                &mut workspace,
+            );
             since_fired.iter_mut().for_each(|s| *s += chunk.len());
             result
                 .fired
                 .iter()
                 .for_each(|&j| since_fired[j as usize] = 0);
             t += 1;
-            optimizer.apply(&mut enc, result.grads);
+            optimizer.apply(&mut enc, &mut workspace.grads);
             let l = result.loss;
             for (acc, v) in [
                 (&mut sum.mse, l.mse),
@@ -405,6 +431,15 @@ pub fn train(
     Ok((enc, stats, log))
 }
 
+/// Adds ε ~ N(0, (σ‖x‖)²/d · I) to each row x of `x` (so ‖ε‖ ≈ σ‖x‖).
+fn add_noise(x: &mut [f32], dim: usize, sigma: f32, rng: &mut ChaCha8Rng) {
+    for row in x.chunks_mut(dim) {
+        let scale = sigma * dot(row, row).sqrt() / (dim as f32).sqrt();
+        row.iter_mut()
+            .for_each(|v| *v += scale * rng.sample::<f32, _>(StandardNormal));
+    }
+}
+
 /// Adam over all encoder parameters, keeping decoder atoms at unit norm.
 pub struct Optimizer {
     adam: [Adam; 4],
@@ -429,7 +464,7 @@ impl Optimizer {
 
     /// One step: project the decoder gradient off each atom (so the unit-norm constraint
     /// holds to first order), Adam on every parameter, then renormalise the atoms.
-    pub fn apply(&mut self, enc: &mut SparseEncoder, mut g: Grads) {
+    pub fn apply(&mut self, enc: &mut SparseEncoder, g: &mut Grads) {
         self.t += 1;
         let (lr, t, d) = (self.learning_rate, self.t, enc.dim);
         for (gj, aj) in g.w_dec.chunks_mut(d).zip(enc.w_dec.chunks(d)) {

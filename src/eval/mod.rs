@@ -88,6 +88,29 @@ pub fn sparse_exact(
     mode: ScoringMode,
     ignore_identical_ids: bool,
 ) -> Result<(Evaluation, Run)> {
+    let mut all = sparse_exact_modes(
+        dataset,
+        corpus,
+        queries,
+        encoder,
+        k,
+        &[mode],
+        ignore_identical_ids,
+    )?;
+    Ok(all.pop().expect("one mode"))
+}
+
+/// [`sparse_exact`] for several scoring modes over one encoding of the corpus (in
+/// `modes` order).
+pub fn sparse_exact_modes(
+    dataset: &Dataset,
+    corpus: &Array2<f32>,
+    queries: &Array2<f32>,
+    encoder: &SparseEncoder,
+    k: usize,
+    modes: &[ScoringMode],
+    ignore_identical_ids: bool,
+) -> Result<Vec<(Evaluation, Run)>> {
     check_shapes(dataset, corpus, queries)?;
     if corpus.ncols() != encoder.dim {
         bail!(
@@ -101,11 +124,16 @@ pub fn sparse_exact(
     let index = SparseIndex::new(&codes, encoder.hidden);
     let q = rows(queries);
     let d = encoder.dim;
-    let hits: Vec<Vec<Hit>> = (0..queries.nrows())
-        .into_par_iter()
-        .map(|i| index.search(&encoder.query(&q[i * d..(i + 1) * d], k, mode), EVAL_DEPTH))
-        .collect();
-    Ok(score_hits(dataset, &hits, ignore_identical_ids))
+    Ok(modes
+        .iter()
+        .map(|&mode| {
+            let hits: Vec<Vec<Hit>> = (0..queries.nrows())
+                .into_par_iter()
+                .map(|i| index.search(&encoder.query(&q[i * d..(i + 1) * d], k, mode), EVAL_DEPTH))
+                .collect();
+            score_hits(dataset, &hits, ignore_identical_ids)
+        })
+        .collect())
 }
 
 /// The run made of the dataset's queries' hits, and its evaluation.
