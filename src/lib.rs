@@ -10,6 +10,7 @@ pub mod data;
 pub mod embed;
 pub mod encoder;
 pub mod eval;
+pub mod index;
 pub mod io;
 pub mod search;
 

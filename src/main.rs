@@ -12,15 +12,17 @@ use ksparse::bench::quality::{LossPreset, ModeSpec};
 use ksparse::data::{read_texts, Dataset, Texts};
 use ksparse::embed::cache::embed_cached;
 use ksparse::embed::Embedder;
-use ksparse::encoder::codes::write_codes;
+use ksparse::encoder::codes::{read_codes, write_codes};
 use ksparse::encoder::loss::LossWeights;
 use ksparse::encoder::scoring::ScoringMode;
 use ksparse::encoder::train::{Pairs, TrainConfig};
 use ksparse::encoder::{EncoderConfig, Hidden, SparseEncoder};
 use ksparse::eval::{self, Evaluation};
+use ksparse::index::{self, Index};
 use ksparse::io::{
     ids_path, read_ids, read_npy, read_npy_aligned, write_atomic, write_ids, write_npy,
 };
+use std::io::Write as _;
 
 /// Single-stage semantic search with K-sparse codes.
 ///
@@ -135,9 +137,61 @@ enum Command {
         #[arg(long)]
         k: Option<usize>,
     },
+    /// Build, inspect and search the on-disk inverted index of sparse codes.
+    #[command(subcommand)]
+    Index(IndexCommand),
     /// Benchmarks that compare ksparse with the usual tools in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum IndexCommand {
+    /// Build an index folder from sparse codes (.kspc from `ksparse encode`) and their ids.
+    ///
+    /// Posting lists are stored in blocks of 128 (bit-packed document deltas, one-byte
+    /// quantised weights, per-block maxima), with a forward index of the exact codes and
+    /// the id map; the folder appears complete or not at all.
+    ///
+    /// Example: ksparse index build --codes corpus.kspc --output corpus.idx
+    Build {
+        /// Codes of the documents (.kspc).
+        #[arg(long)]
+        codes: PathBuf,
+        /// Document ids, one per line (default: the .ids.txt beside --codes).
+        #[arg(long)]
+        ids: Option<PathBuf>,
+        /// Index folder to create (must not exist).
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Documents, postings, bytes per part and the latent usage histogram of an index.
+    Stats {
+        /// Index folder.
+        index: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exact top-k for each row of a codes file used as sparse queries.
+    ///
+    /// Example: ksparse index search corpus.idx --queries queries.kspc --top 10 --json
+    Search {
+        /// Index folder.
+        index: PathBuf,
+        /// Query codes (.kspc); query ids are read from the .ids.txt beside it when present.
+        #[arg(long)]
+        queries: PathBuf,
+        /// Hits per query.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Re-rank the top R (≥ --top) by the exact f32 codes (0 = off).
+        #[arg(long, default_value_t = 0)]
+        rescore: usize,
+        /// Print JSON lines ({"query", "hits": [{"id", "score"}]}) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -334,6 +388,55 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Sparse index vs dense flat search vs HNSW: latency, QPS, bytes, build time, recall.
+    ///
+    /// Collections of each --n are the real --embeddings followed by vectors generated near
+    /// them (a real vector plus noise, renormalised; seeded). Sparse rows encode them at
+    /// each --k with --encoder (or with an encoder trained on --embeddings at that k).
+    /// Writes report.md and report.json (one row per engine, n and k) to --output.
+    ///
+    /// Example: ksparse bench search --embeddings corpus.npy --queries queries.npy --n 10000,100000 --k 32
+    Search {
+        /// Real dense vectors (.npy, unit-norm).
+        #[arg(long)]
+        embeddings: PathBuf,
+        /// Query vectors (.npy; default: generated near --embeddings).
+        #[arg(long)]
+        queries: Option<PathBuf>,
+        /// Trained encoder folder (default: train one per k on --embeddings).
+        #[arg(long)]
+        encoder: Option<PathBuf>,
+        /// Collection sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        n: Vec<usize>,
+        /// Code lengths, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
+        k: Vec<usize>,
+        /// Queries timed per engine.
+        #[arg(long, default_value_t = 200)]
+        query_count: usize,
+        /// HNSW links per node.
+        #[arg(long, default_value_t = 16)]
+        hnsw_m: usize,
+        /// HNSW candidates per insertion.
+        #[arg(long, default_value_t = 200)]
+        hnsw_ef_construction: usize,
+        /// HNSW candidates per search.
+        #[arg(long, default_value_t = 64)]
+        hnsw_ef: usize,
+        /// Relative noise of generated vectors.
+        #[arg(long, default_value_t = 0.2)]
+        noise: f32,
+        /// Seed of the generator.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Report folder.
+        #[arg(long, default_value = "bench-results/search")]
+        output: PathBuf,
+        /// Print report.json to stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// The encoder quality table: NDCG@10 for k × loss × width × scoring mode per dataset.
     ///
     /// For each --dataset: embeds the corpus and queries (cached under --cache), evaluates
@@ -454,6 +557,100 @@ fn write_report(
         println!("{markdown}");
     }
     Ok(())
+}
+
+fn index_command(c: IndexCommand) -> Result<()> {
+    match c {
+        IndexCommand::Build { codes, ids, output } => {
+            let (codes_v, hidden) = read_codes(&codes)?;
+            let ids = match ids {
+                Some(p) => read_id_lines(&p)?,
+                None => read_ids(&codes, codes_v.len())?,
+            };
+            let start = std::time::Instant::now();
+            index::build(&output, &codes_v, &ids, hidden)
+                .with_context(|| format!("cannot build an index from {}", codes.display()))?;
+            let stats = Index::open(&output)?.stats();
+            tracing::info!(
+                docs = stats.docs,
+                postings = stats.postings,
+                bytes = stats.file_bytes,
+                secs = start.elapsed().as_secs_f64(),
+                "wrote {}",
+                output.display()
+            );
+        }
+        IndexCommand::Stats { index, json } => {
+            let stats = Index::open(&index)?.stats();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{}", stats.text());
+            }
+        }
+        IndexCommand::Search {
+            index,
+            queries,
+            top,
+            rescore,
+            json,
+        } => {
+            let idx = Index::open(&index)?;
+            let (codes, hidden) = read_codes(&queries)?;
+            if hidden != idx.hidden() {
+                anyhow::bail!(
+                    "{} holds {hidden}-wide codes but the index is {} wide",
+                    queries.display(),
+                    idx.hidden()
+                );
+            }
+            let qids = read_ids(&queries, codes.len())
+                .unwrap_or_else(|_| (0..codes.len()).map(|i| i.to_string()).collect());
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut print = |line: String| -> Result<bool> {
+                match writeln!(out, "{line}") {
+                    Ok(()) => Ok(true),
+                    // A reader such as `head` closed the pipe: stop quietly.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            };
+            'queries: for (qid, code) in qids.iter().zip(&codes) {
+                let query: Vec<(u32, f32)> = code
+                    .ids
+                    .iter()
+                    .copied()
+                    .zip(code.values.iter().copied())
+                    .collect();
+                let hits = idx.search(&query, top, rescore)?;
+                if json {
+                    let hits: Vec<_> = hits
+                        .iter()
+                        .map(|h| serde_json::json!({ "id": idx.id(h.doc), "score": h.score }))
+                        .collect();
+                    if !print(serde_json::json!({ "query": qid, "hits": hits }).to_string())? {
+                        break 'queries;
+                    }
+                } else {
+                    for (rank, h) in hits.iter().enumerate() {
+                        let line =
+                            format!("{qid}\t{}\t{}\t{:.6}", rank + 1, idx.id(h.doc), h.score);
+                        if !print(line)? {
+                            break 'queries;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Ids from a text file, one per line.
+fn read_id_lines(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read ids from {}", path.display()))?;
+    Ok(text.lines().map(str::to_string).collect())
 }
 
 fn train(a: TrainArgs) -> Result<()> {
@@ -700,6 +897,82 @@ fn main() -> Result<()> {
                 python: Some(python),
             };
             let report = bench::train::run(&opts, scratch.path())?;
+            write_report(&output, &report, &report.markdown(), json)?;
+        }
+        Command::Index(c) => index_command(c)?,
+        Command::Bench(BenchCommand::Search {
+            embeddings,
+            queries,
+            encoder,
+            n,
+            k,
+            query_count,
+            hnsw_m,
+            hnsw_ef_construction,
+            hnsw_ef,
+            noise,
+            seed,
+            output,
+            json,
+        }) => {
+            let real = read_npy(&embeddings)?;
+            let opts = bench::search::Options {
+                ns: n,
+                ks: k,
+                queries: query_count,
+                hnsw_m,
+                hnsw_ef_construction,
+                hnsw_ef,
+                seed,
+                noise,
+            };
+            let queries = match &queries {
+                Some(p) => read_npy(p)?,
+                // Distinct from the collection's own rows: other seed, more noise.
+                None => bench::search::generate(&real, query_count, 0.5, seed + 1),
+            };
+            let loaded = match &encoder {
+                Some(dir) => Some(SparseEncoder::load(dir)?.0),
+                None => None,
+            };
+            let data = real
+                .as_standard_layout()
+                .iter()
+                .copied()
+                .collect::<Vec<f32>>();
+            let encoder_for = |k: usize| -> Result<SparseEncoder> {
+                if let Some(e) = &loaded {
+                    return Ok(e.clone());
+                }
+                let cfg = TrainConfig {
+                    hidden: Hidden::TimesDim(4).resolve(real.ncols()),
+                    k,
+                    ..TrainConfig::default()
+                };
+                tracing::info!(
+                    k,
+                    hidden = cfg.hidden,
+                    "training an encoder on --embeddings"
+                );
+                Ok(ksparse::encoder::train::train(
+                    &data,
+                    real.ncols(),
+                    None,
+                    &cfg,
+                    |_, _| {},
+                    |_| {},
+                )?
+                .0)
+            };
+            let scratch = tempfile::tempdir()?;
+            let report = bench::search::run(
+                &real,
+                &queries,
+                encoder_for,
+                &opts,
+                scratch.path(),
+                |r| tracing::info!(engine = %r.engine, n = r.n, k = ?r.k, p50_ms = r.p50_ms, qps = r.qps, bytes = r.bytes, recall10 = r.recall_at_10, "row"),
+            )?;
             write_report(&output, &report, &report.markdown(), json)?;
         }
         Command::Bench(BenchCommand::Quality {

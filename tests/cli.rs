@@ -308,3 +308,141 @@ fn bench_quality_writes_the_table_and_reuses_cached_embeddings() {
     let log = String::from_utf8_lossy(&second.stderr);
     assert_eq!(log.matches("embeddings from cache").count(), 3, "{log}");
 }
+
+#[test]
+fn index_build_stats_search_and_bench_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = random_vectors(dir.path(), "x.npy", 300, 12);
+    let enc = dir.path().join("enc");
+    ksparse()
+        .args(["train", "--k", "4", "--epochs", "2", "--input"])
+        .arg(&x)
+        .arg("--output")
+        .arg(&enc)
+        .assert()
+        .success();
+    let codes = dir.path().join("codes.kspc");
+    ksparse()
+        .args(["encode", "--encoder"])
+        .arg(&enc)
+        .arg("--input")
+        .arg(&x)
+        .arg("--output")
+        .arg(&codes)
+        .assert()
+        .success();
+    let idx = dir.path().join("idx");
+    let build = || {
+        ksparse()
+            .args(["index", "build", "--codes"])
+            .arg(&codes)
+            .arg("--output")
+            .arg(&idx)
+            .output()
+            .unwrap()
+    };
+    assert!(build().status.success());
+    // An existing folder is never overwritten.
+    let again = build();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+
+    let stats = ksparse()
+        .args(["index", "stats", "--json"])
+        .arg(&idx)
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(
+        (stats["docs"].as_u64(), stats["hidden"].as_u64()),
+        (Some(300), Some(48))
+    );
+
+    // CLI hits equal the library's brute-force reference.
+    let out = ksparse()
+        .args(["index", "search", "--top", "5", "--json", "--queries"])
+        .arg(&codes)
+        .arg(&idx)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index = ksparse::index::Index::open(&idx).unwrap();
+    let (query_codes, _) = ksparse::encoder::codes::read_codes(&codes).unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 300);
+    for (line, code) in lines.iter().zip(&query_codes) {
+        let q: Vec<(u32, f32)> = code
+            .ids
+            .iter()
+            .copied()
+            .zip(code.values.iter().copied())
+            .collect();
+        let want = ksparse::index::query::search_brute_force(&index, &q, 5);
+        let got: Vec<&str> = line["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap())
+            .collect();
+        let want: Vec<&str> = want.iter().map(|h| index.id(h.doc)).collect();
+        assert_eq!(got, want);
+    }
+    drop(index);
+
+    // A damaged segment is refused with the file named.
+    let seg = idx.join("seg-000001.ksx");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let bad = ksparse()
+        .args(["index", "stats"])
+        .arg(&idx)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("seg-000001.ksx"));
+
+    let report = dir.path().join("bench");
+    let out = ksparse()
+        .args([
+            "bench",
+            "search",
+            "--n",
+            "300,600",
+            "--k",
+            "4",
+            "--query-count",
+            "20",
+            "--json",
+        ])
+        .arg("--embeddings")
+        .arg(&x)
+        .arg("--encoder")
+        .arg(&enc)
+        .arg("--output")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let engines: Vec<&str> = rows.iter().map(|r| r["engine"].as_str().unwrap()).collect();
+    assert_eq!(engines, ["dense-flat", "hnsw", "sparse-exact"].repeat(2));
+    for r in rows {
+        for key in ["p50_ms", "p99_ms", "qps", "bytes", "build_s", "recall@10"] {
+            assert!(r[key].as_f64().is_some_and(|v| v >= 0.0), "{key} in {r}");
+        }
+    }
+}

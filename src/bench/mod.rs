@@ -3,6 +3,7 @@
 
 pub mod embed;
 pub mod quality;
+pub mod search;
 pub mod train;
 
 use std::ffi::OsString;

@@ -4,6 +4,7 @@
 //! row number, so results are deterministic and comparable across engines.
 
 pub mod dense;
+pub mod hnsw;
 pub mod sparse;
 
 /// One search result: a row of the searched collection and its score.
