@@ -165,6 +165,32 @@ enum IndexCommand {
         #[arg(long)]
         output: PathBuf,
     },
+    /// Add documents (codes + ids new to the index) as a new segment.
+    ///
+    /// The change commits atomically: after a crash the index opens at its last commit.
+    Add {
+        /// Index folder.
+        index: PathBuf,
+        /// Codes of the new documents (.kspc).
+        #[arg(long)]
+        codes: PathBuf,
+        /// Their ids, one per line (default: the .ids.txt beside --codes).
+        #[arg(long)]
+        ids: Option<PathBuf>,
+    },
+    /// Delete documents by id (tombstones; `index merge` reclaims the space).
+    Delete {
+        /// Index folder.
+        index: PathBuf,
+        /// Ids to delete.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Merge all segments into one, dropping deleted documents.
+    Merge {
+        /// Index folder.
+        index: PathBuf,
+    },
     /// Documents, postings, bytes per part and the latent usage histogram of an index.
     Stats {
         /// Index folder.
@@ -578,6 +604,37 @@ fn index_command(c: IndexCommand) -> Result<()> {
                 secs = start.elapsed().as_secs_f64(),
                 "wrote {}",
                 output.display()
+            );
+        }
+        IndexCommand::Add { index, codes, ids } => {
+            let (codes_v, hidden) = read_codes(&codes)?;
+            let ids = match ids {
+                Some(p) => read_id_lines(&p)?,
+                None => read_ids(&codes, codes_v.len())?,
+            };
+            let meta = index::writer::add(&index, &codes_v, &ids, hidden)?;
+            tracing::info!(
+                added = ids.len(),
+                segments = meta.segments.len(),
+                "committed {}",
+                index.display()
+            );
+        }
+        IndexCommand::Delete { index, ids } => {
+            let n = index::writer::delete(&index, &ids)?;
+            tracing::info!(
+                deleted = n,
+                not_found = ids.len() - n,
+                "committed {}",
+                index.display()
+            );
+        }
+        IndexCommand::Merge { index } => {
+            let meta = index::writer::merge(&index)?;
+            tracing::info!(
+                segments = meta.segments.len(),
+                "committed {}",
+                index.display()
             );
         }
         IndexCommand::Stats { index, json } => {

@@ -4,7 +4,9 @@
 //! files) and immutable segment files ([`segment`]), each holding block-compressed
 //! posting lists ([`postings`]), a forward index of exact codes and the external id map.
 //! A build writes the whole folder under a temporary name, fsyncs it and renames it into
-//! place, so a reader sees either no index or a complete one.
+//! place, so a reader sees either no index or a complete one. Later changes ([`writer`]:
+//! add documents as a new segment, delete by id, merge) write new files first and commit
+//! by atomically replacing `meta.json`; a crash at any point leaves the last commit.
 //!
 //! Search ([`query`]) is exact over the stored (quantised) weights; an optional rescoring
 //! pass recomputes the top R with the exact f32 codes of the forward index.
@@ -12,6 +14,7 @@
 pub mod postings;
 pub mod query;
 pub mod segment;
+pub mod writer;
 
 use std::path::{Path, PathBuf};
 
@@ -35,8 +38,20 @@ pub struct Meta {
     pub version: u32,
     /// Latents (ids of codes are below this).
     pub hidden: usize,
-    /// Segment files, in document order.
-    pub segments: Vec<String>,
+    /// Segments, in document order.
+    pub segments: Vec<SegmentEntry>,
+    /// Incremented by every commit; new files are named after it.
+    pub generation: u64,
+}
+
+/// One segment of a commit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SegmentEntry {
+    /// File name inside the index folder.
+    pub file: String,
+    /// Deleted documents (tombstones): local row numbers, ascending.
+    #[serde(default)]
+    pub deleted: Vec<u32>,
 }
 
 /// An open index: its segments, memory-mapped.
@@ -47,6 +62,8 @@ pub struct Index {
     segments: Vec<Segment>,
     /// First global document number of each segment.
     bases: Vec<usize>,
+    /// Per segment, whether each local row is deleted.
+    deleted: Vec<Vec<bool>>,
 }
 
 /// Writes a new index folder at `dir` (which must not exist) for `codes` with external
@@ -65,15 +82,31 @@ pub fn build(dir: &Path, codes: &[SparseCode], ids: &[String], hidden: usize) ->
         format: "ksparse-index".into(),
         version: segment::VERSION,
         hidden,
-        segments: vec!["seg-000001.ksx".into()],
+        segments: vec![SegmentEntry {
+            file: segment_file(1),
+            deleted: Vec::new(),
+        }],
+        generation: 1,
     };
     write_dir_atomic(dir, |tmp| {
-        write_atomic(&tmp.join(&meta.segments[0]), |w| Ok(w.write_all(&bytes)?))?;
-        write_atomic(&tmp.join(META_FILE), |w| {
-            Ok(serde_json::to_writer_pretty(w, &meta)?)
-        })
+        write_atomic(&tmp.join(&meta.segments[0].file), |w| {
+            Ok(w.write_all(&bytes)?)
+        })?;
+        write_meta(tmp, &meta)
     })?;
     Ok(meta)
+}
+
+/// The file name of the segment written by commit `generation`.
+fn segment_file(generation: u64) -> String {
+    format!("seg-{generation:06}.ksx")
+}
+
+/// Commits `meta`: `meta.json` is replaced atomically (temp file, fsync, rename).
+fn write_meta(dir: &Path, meta: &Meta) -> Result<()> {
+    write_atomic(&dir.join(META_FILE), |w| {
+        Ok(serde_json::to_writer_pretty(w, meta)?)
+    })
 }
 
 use std::io::Write as _;
@@ -101,12 +134,24 @@ impl Index {
         }
         let mut segments = Vec::new();
         let mut bases = Vec::new();
+        let mut deleted = Vec::new();
         let mut base = 0;
-        for name in &meta.segments {
+        for entry in &meta.segments {
+            let name = &entry.file;
             if name.contains('/') || name.contains("..") {
                 bail!("{}: bad segment name {name:?}", meta_path.display());
             }
             let seg = Segment::open(&dir.join(name))?;
+            let mut del = vec![false; seg.docs];
+            for &d in &entry.deleted {
+                *del.get_mut(d as usize).with_context(|| {
+                    format!(
+                        "{}: tombstone {d} outside segment {name}",
+                        meta_path.display()
+                    )
+                })? = true;
+            }
+            deleted.push(del);
             if seg.hidden != meta.hidden {
                 bail!(
                     "{}: width {} but the index is {} wide",
@@ -124,6 +169,7 @@ impl Index {
             meta,
             segments,
             bases,
+            deleted,
         })
     }
 
@@ -132,9 +178,21 @@ impl Index {
         &self.dir
     }
 
-    /// Documents in the index.
+    /// Document slots in the index (live and deleted; global document numbers run
+    /// below this).
     pub fn len(&self) -> usize {
         self.segments.iter().map(|s| s.docs).sum()
+    }
+
+    /// Live (not deleted) documents.
+    pub fn live(&self) -> usize {
+        self.deleted.iter().flatten().filter(|d| !**d).count()
+    }
+
+    /// Whether global document `doc` is deleted.
+    pub fn is_deleted(&self, doc: u32) -> bool {
+        let (s, local) = self.locate(doc);
+        self.deleted[s][local]
     }
 
     /// Whether the index holds no documents.
@@ -158,9 +216,15 @@ impl Index {
         (s, doc as usize - self.bases[s])
     }
 
-    /// The segments, in document order, with their first global document number.
-    pub fn segments(&self) -> impl Iterator<Item = (usize, &Segment)> {
-        self.bases.iter().copied().zip(&self.segments)
+    /// The segments, in document order, with their first global document number and
+    /// their tombstones (true = deleted, per local row).
+    pub fn segments(&self) -> impl Iterator<Item = (usize, &Segment, &[bool])> {
+        self.bases
+            .iter()
+            .copied()
+            .zip(&self.segments)
+            .zip(&self.deleted)
+            .map(|((b, s), d)| (b, s, d.as_slice()))
     }
 
     /// Checks a query's terms: latent ids below the width, finite weights.
@@ -228,7 +292,8 @@ impl Index {
             .map(|s| std::fs::metadata(s.path()).map_or(0, |m| m.len() as usize))
             .sum();
         Stats {
-            docs: self.len(),
+            docs: self.live(),
+            deleted: self.len() - self.live(),
             hidden: self.hidden(),
             segments: self.segments.len(),
             postings,
@@ -263,8 +328,10 @@ pub struct PartBytes {
 /// `ksparse index stats` output.
 #[derive(Debug, Serialize)]
 pub struct Stats {
-    /// Documents.
+    /// Live documents.
     pub docs: usize,
+    /// Deleted documents still stored (until a merge).
+    pub deleted: usize,
     /// Latents.
     pub hidden: usize,
     /// Segment files.
@@ -318,8 +385,9 @@ impl Stats {
     pub fn text(&self) -> String {
         let b = &self.bytes;
         let mut s = format!(
-            "documents   {}\nwidth       {}\nsegments    {}\npostings    {} ({:.1} per document)\nbytes       {} total: postings {}, block directory {}, terms {}, forward index {}, ids {}\nlatents     {} unused, median list {}, longest {}\n",
+            "documents   {} ({} deleted)\nwidth       {}\nsegments    {}\npostings    {} ({:.1} per document)\nbytes       {} total: postings {}, block directory {}, terms {}, forward index {}, ids {}\nlatents     {} unused, median list {}, longest {}\n",
             self.docs,
+            self.deleted,
             self.hidden,
             self.segments,
             self.postings,
@@ -481,7 +549,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("idx");
         build(&path, &codes, &ids(500), 128).unwrap();
-        let seg = path.join("seg-000001.ksx");
+        let seg = path.join(segment_file(1));
         let good = std::fs::read(&seg).unwrap();
         // Flip one bit at many positions, and truncate at many lengths: never a panic,
         // always an error naming the file.

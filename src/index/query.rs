@@ -16,7 +16,7 @@ use crate::search::{top_k, Hit};
 pub fn search_taat(index: &Index, query: &[(u32, f32)], top: usize) -> Vec<Hit> {
     let mut acc = vec![0.0f32; index.len()];
     let mut docs = [0u32; BLOCK];
-    for (base, seg) in index.segments() {
+    for (base, seg, deleted) in index.segments() {
         let acc = &mut acc[base..base + seg.docs];
         let data = seg.postings();
         for &(j, w) in query {
@@ -30,22 +30,39 @@ pub fn search_taat(index: &Index, query: &[(u32, f32)], top: usize) -> Vec<Hit> 
                 prev = Some(meta.last_doc);
             }
         }
+        mask_deleted(acc, deleted);
     }
-    top_k(&acc, top)
+    live_top_k(&acc, top)
+}
+
+/// Deleted documents can never be selected.
+fn mask_deleted(scores: &mut [f32], deleted: &[bool]) {
+    for (s, &d) in scores.iter_mut().zip(deleted) {
+        if d {
+            *s = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// The top `top` of `scores`, leaving out masked (deleted) documents.
+fn live_top_k(scores: &[f32], top: usize) -> Vec<Hit> {
+    let mut hits = top_k(scores, top);
+    hits.retain(|h| h.score != f32::NEG_INFINITY);
+    hits
 }
 
 /// The reference: every document's score from its forward-index code, quantised the way
 /// the postings were, in query-term order. O(N · (k + terms)); for tests and checks.
 pub fn search_brute_force(index: &Index, query: &[(u32, f32)], top: usize) -> Vec<Hit> {
     let mut scores = Vec::with_capacity(index.len());
-    for (_, seg) in index.segments() {
+    for (_, seg, deleted) in index.segments() {
         let quant = super::postings::Quantizer { scale: seg.scale };
         // Recompute each stored byte from the exact value (the build's quantiser).
         let max = (0..seg.docs)
             .flat_map(|i| seg.forward(i).map(|e| e.1))
             .fold(0.0f32, f32::max);
         debug_assert_eq!(super::postings::Quantizer::for_max(max), quant);
-        for i in 0..seg.docs {
+        for (i, &is_deleted) in deleted.iter().enumerate() {
             let code: Vec<(u32, f32)> = seg.forward(i).collect();
             let mut s = 0.0f32;
             for &(j, w) in query {
@@ -53,8 +70,8 @@ pub fn search_brute_force(index: &Index, query: &[(u32, f32)], top: usize) -> Ve
                     s += (w * seg.scale) * quant.quantize(code[p].1) as f32;
                 }
             }
-            scores.push(s);
+            scores.push(if is_deleted { f32::NEG_INFINITY } else { s });
         }
     }
-    top_k(&scores, top)
+    live_top_k(&scores, top)
 }
