@@ -37,6 +37,18 @@ pub fn write_atomic(
         .with_context(|| format!("fsync {}", path.display()))?;
     tmp.persist(path)
         .with_context(|| format!("cannot rename into {}", path.display()))?;
+    sync_dir(&dir)
+}
+
+/// Makes a rename inside `dir` durable (fsync of the folder; a no-op where folders cannot
+/// be opened for it).
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("fsync folder {}", dir.display()))?;
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 

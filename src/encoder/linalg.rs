@@ -75,7 +75,10 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 }
 
 /// Indices of the `k` largest values, ties broken by the lower index, in descending
-/// order of value. O(len) selection plus O(k log k) sorting.
+/// order of value. For k much smaller than the input (search results), one pass with a
+/// k-element min-heap: most values are rejected by one comparison with the heap's worst,
+/// and nothing of the input's size is allocated. Otherwise O(len) selection plus
+/// O(k log k) sorting.
 pub fn top_indices(values: &[f32], k: usize) -> Vec<u32> {
     let k = k.min(values.len());
     if k == 0 {
@@ -86,18 +89,75 @@ pub fn top_indices(values: &[f32], k: usize) -> Vec<u32> {
             .total_cmp(&values[*a as usize])
             .then(a.cmp(b))
     };
-    let mut idx: Vec<u32> = (0..values.len() as u32).collect();
-    if k < idx.len() {
-        idx.select_nth_unstable_by(k - 1, better);
-        idx.truncate(k);
-    }
+    let mut idx: Vec<u32> = if k * 16 <= values.len() {
+        heap_top(values, k)
+    } else {
+        let mut idx: Vec<u32> = (0..values.len() as u32).collect();
+        if k < idx.len() {
+            idx.select_nth_unstable_by(k - 1, better);
+            idx.truncate(k);
+        }
+        idx
+    };
     idx.sort_unstable_by(better);
     idx
+}
+
+/// A candidate of [`heap_top`]; greater = better (higher value, then lower index).
+#[derive(PartialEq)]
+struct Candidate(f32, u32);
+
+impl Eq for Candidate {}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+    }
+}
+
+/// The k best indices (unordered) in one pass; scanning in index order, a later equal
+/// value never displaces an earlier one, so ties go to the lower index.
+fn heap_top(values: &[f32], k: usize) -> Vec<u32> {
+    use std::cmp::Reverse;
+    let mut heap = std::collections::BinaryHeap::with_capacity(k + 1);
+    for (i, &v) in values.iter().enumerate() {
+        if heap.len() < k {
+            heap.push(Reverse(Candidate(v, i as u32)));
+        } else if let Some(Reverse(worst)) = heap.peek() {
+            if v.total_cmp(&worst.0).is_gt() {
+                heap.pop();
+                heap.push(Reverse(Candidate(v, i as u32)));
+            }
+        }
+    }
+    heap.into_iter().map(|Reverse(c)| c.1).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heap_and_selection_paths_agree() {
+        let values: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 613) as f32 * 0.5).collect();
+        for k in [1, 10, 100, 312, 313, 4999, 5000] {
+            let got = top_indices(&values, k);
+            let mut want: Vec<u32> = (0..values.len() as u32).collect();
+            want.sort_by(|a, b| {
+                values[*b as usize]
+                    .total_cmp(&values[*a as usize])
+                    .then(a.cmp(b))
+            });
+            want.truncate(k);
+            assert_eq!(got, want, "k = {k}");
+        }
+    }
 
     #[test]
     fn matmul_bt_matches_naive() {
