@@ -216,11 +216,7 @@ impl Dataset {
 mod tests {
     use super::*;
 
-    fn write(dir: &Path, rel: &str, text: &str) {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
+    use crate::io::write_test_file as write;
 
     #[test]
     fn corpus_text_is_title_plus_text() {

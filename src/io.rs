@@ -40,6 +40,14 @@ pub fn write_atomic(
     sync_dir(&dir)
 }
 
+/// Test helper: writes `text` to `dir/rel`, creating folders.
+#[cfg(test)]
+pub(crate) fn write_test_file(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, text).unwrap();
+}
+
 /// Makes a rename inside `dir` durable (fsync of the folder; a no-op where folders cannot
 /// be opened for it).
 fn sync_dir(dir: &Path) -> Result<()> {

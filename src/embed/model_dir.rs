@@ -298,11 +298,7 @@ fn hub_cache_dir() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
-    fn write(dir: &Path, rel: &str, text: &str) {
-        let p = dir.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
+    use crate::io::write_test_file as write;
 
     fn fake_folder(dir: &Path) {
         write(
