@@ -11,6 +11,22 @@ fn ksparse() -> Command {
     c
 }
 
+/// Asserts the run succeeded (showing its log if not).
+fn succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `cmd`, asserts it succeeded, and parses its standard output as JSON.
+fn json_of(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().unwrap();
+    succeeded(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn embed_writes_vectors_and_ids() {
     let Some(model) = common::model("all-MiniLM-L6-v2") else {
@@ -45,21 +61,15 @@ fn eval_dense_on_precomputed_vectors_prints_json() {
     let Some(reference) = common::shared("reference/scifact-minilm") else {
         return;
     };
-    let out = ksparse()
-        .args(["eval-dense", "--model", "unused", "--json", "--dataset"])
-        .arg(common::root().join("data/scifact"))
-        .arg("--corpus-embeddings")
-        .arg(reference.join("corpus.npy"))
-        .arg("--query-embeddings")
-        .arg(reference.join("queries.npy"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let v = json_of(
+        ksparse()
+            .args(["eval-dense", "--model", "unused", "--json", "--dataset"])
+            .arg(common::root().join("data/scifact"))
+            .arg("--corpus-embeddings")
+            .arg(reference.join("corpus.npy"))
+            .arg("--query-embeddings")
+            .arg(reference.join("queries.npy")),
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ndcg = v["mean"]["ndcg@10"].as_f64().unwrap();
     assert!((ndcg - 0.6451).abs() < 0.0005, "{ndcg}");
     assert_eq!(v["queries"], 300);
@@ -114,15 +124,13 @@ fn eval_run_scores_a_trec_file() {
     let run = dir.path().join("run.trec");
     std::fs::write(&qrels, "query-id\tcorpus-id\tscore\nq1\td2\t1\n").unwrap();
     std::fs::write(&run, "q1 Q0 d1 1 0.9 t\nq1 Q0 d2 2 0.8 t\n").unwrap();
-    let out = ksparse()
-        .args(["eval-run", "--json", "--qrels"])
-        .arg(&qrels)
-        .arg("--run")
-        .arg(&run)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(
+        ksparse()
+            .args(["eval-run", "--json", "--qrels"])
+            .arg(&qrels)
+            .arg("--run")
+            .arg(&run),
+    );
     assert_eq!(v["mean"]["mrr@10"], 0.5);
 }
 
@@ -286,11 +294,7 @@ fn bench_quality_writes_the_table_and_reuses_cached_embeddings() {
             .unwrap()
     };
     let first = run();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    succeeded(&first);
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     let dense = report["dense"][0]["ndcg@10"].as_f64().unwrap();
     assert!(dense > 0.5, "dense NDCG@10 {dense} on the fixture");
@@ -347,12 +351,7 @@ fn index_build_stats_search_and_bench_search() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
-    let stats = ksparse()
-        .args(["index", "stats", "--json"])
-        .arg(&idx)
-        .output()
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    let stats = json_of(ksparse().args(["index", "stats", "--json"]).arg(&idx));
     assert_eq!(
         (stats["docs"].as_u64(), stats["hidden"].as_u64()),
         (Some(300), Some(48))
@@ -365,11 +364,7 @@ fn index_build_stats_search_and_bench_search() {
         .arg(&idx)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let index = ksparse::index::Index::open(&idx).unwrap();
     let (query_codes, _) = ksparse::encoder::codes::read_codes(&codes).unwrap();
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
@@ -410,33 +405,16 @@ fn index_build_stats_search_and_bench_search() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("seg-000001.ksx"));
 
-    let report = dir.path().join("bench");
-    let out = ksparse()
-        .args([
-            "bench",
-            "search",
-            "--n",
-            "300,600",
-            "--k",
-            "4",
-            "--query-count",
-            "20",
-            "--json",
-        ])
-        .arg("--embeddings")
-        .arg(&x)
-        .arg("--encoder")
-        .arg(&enc)
-        .arg("--output")
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = json_of(
+        ksparse()
+            .args(["bench", "search", "--n", "300,600", "--k", "4"])
+            .args(["--query-count", "20", "--json", "--embeddings"])
+            .arg(&x)
+            .arg("--encoder")
+            .arg(&enc)
+            .arg("--output")
+            .arg(dir.path().join("bench")),
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let rows = report["rows"].as_array().unwrap();
     let engines: Vec<&str> = rows.iter().map(|r| r["engine"].as_str().unwrap()).collect();
     assert_eq!(engines, ["dense-flat", "hnsw", "sparse-exact"].repeat(2));
