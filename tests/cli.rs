@@ -11,6 +11,25 @@ fn ksparse() -> Command {
     c
 }
 
+/// `ksparse encode` of `input` with encoder `enc` into `output`, plus `extra` flags.
+fn encode(
+    enc: &std::path::Path,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    extra: &[&str],
+) -> Command {
+    let mut c = ksparse();
+    c.arg("encode")
+        .args(extra)
+        .arg("--encoder")
+        .arg(enc)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output);
+    c
+}
+
 /// Asserts the run succeeded (showing its log if not).
 fn succeeded(out: &std::process::Output) {
     assert!(
@@ -192,15 +211,7 @@ fn train_then_encode_writes_valid_codes() {
     );
 
     let codes = dir.path().join("codes.kspc");
-    ksparse()
-        .args(["encode", "--k", "8", "--encoder"])
-        .arg(&enc)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output")
-        .arg(&codes)
-        .assert()
-        .success();
+    encode(&enc, &x, &codes, &["--k", "8"]).assert().success();
     let (read, hidden) = ksparse::encoder::codes::read_codes(&codes).unwrap();
     assert_eq!((read.len(), hidden), (300, 48));
     assert!(read
@@ -208,28 +219,14 @@ fn train_then_encode_writes_valid_codes() {
         .all(|c| c.len() <= 8 && c.values.iter().all(|v| *v > 0.0)));
     assert_eq!(ksparse::io::read_ids(&codes, 300).unwrap()[299], "doc299");
     let npz = dir.path().join("codes.npz");
-    ksparse()
-        .args(["encode", "--encoder"])
-        .arg(&enc)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output")
-        .arg(&npz)
-        .assert()
-        .success();
+    encode(&enc, &x, &npz, &[]).assert().success();
     assert!(npz.is_file());
 
     // A corrupt model file is named, and no codes are written.
     let weights = enc.join("model.safetensors");
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-    let out = ksparse()
-        .args(["encode", "--encoder"])
-        .arg(&enc)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output")
-        .arg(dir.path().join("new.kspc"))
+    let out = encode(&enc, &x, &dir.path().join("new.kspc"), &[])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -326,15 +323,7 @@ fn index_build_stats_search_and_bench_search() {
         .assert()
         .success();
     let codes = dir.path().join("codes.kspc");
-    ksparse()
-        .args(["encode", "--encoder"])
-        .arg(&enc)
-        .arg("--input")
-        .arg(&x)
-        .arg("--output")
-        .arg(&codes)
-        .assert()
-        .success();
+    encode(&enc, &x, &codes, &[]).assert().success();
     let idx = dir.path().join("idx");
     let build = || {
         ksparse()
