@@ -588,11 +588,7 @@ fn write_report(
 fn index_command(c: IndexCommand) -> Result<()> {
     match c {
         IndexCommand::Build { codes, ids, output } => {
-            let (codes_v, hidden) = read_codes(&codes)?;
-            let ids = match ids {
-                Some(p) => read_id_lines(&p)?,
-                None => read_ids(&codes, codes_v.len())?,
-            };
+            let (codes_v, hidden, ids) = read_codes_with_ids(&codes, ids.as_deref())?;
             let start = std::time::Instant::now();
             index::build(&output, &codes_v, &ids, hidden)
                 .with_context(|| format!("cannot build an index from {}", codes.display()))?;
@@ -607,11 +603,7 @@ fn index_command(c: IndexCommand) -> Result<()> {
             );
         }
         IndexCommand::Add { index, codes, ids } => {
-            let (codes_v, hidden) = read_codes(&codes)?;
-            let ids = match ids {
-                Some(p) => read_id_lines(&p)?,
-                None => read_ids(&codes, codes_v.len())?,
-            };
+            let (codes_v, hidden, ids) = read_codes_with_ids(&codes, ids.as_deref())?;
             let meta = index::writer::add(&index, &codes_v, &ids, hidden)?;
             tracing::info!(
                 added = ids.len(),
@@ -703,11 +695,22 @@ fn index_command(c: IndexCommand) -> Result<()> {
     Ok(())
 }
 
-/// Ids from a text file, one per line.
-fn read_id_lines(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read ids from {}", path.display()))?;
-    Ok(text.lines().map(str::to_string).collect())
+/// Codes, their width and their ids: from `ids` (one per line) when given, otherwise the
+/// `.ids.txt` beside the codes.
+fn read_codes_with_ids(
+    codes: &Path,
+    ids: Option<&Path>,
+) -> Result<(Vec<ksparse::encoder::SparseCode>, usize, Vec<String>)> {
+    let (read, hidden) = read_codes(codes)?;
+    let ids = match ids {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read ids from {}", p.display()))?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        None => read_ids(codes, read.len())?,
+    };
+    Ok((read, hidden, ids))
 }
 
 fn train(a: TrainArgs) -> Result<()> {

@@ -12,11 +12,11 @@ use anyhow::{bail, Result};
 use ndarray::{Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 use rayon::prelude::*;
 use serde::Serialize;
 
 use super::timed;
+use crate::encoder::train::add_noise;
 use crate::encoder::SparseEncoder;
 use crate::index::{self, Index};
 use crate::search::dense::FlatIndex;
@@ -99,11 +99,13 @@ pub fn generate(real: &Array2<f32>, n: usize, noise: f32, seed: u64) -> Array2<f
             row.assign(&real.row(i));
             continue;
         }
-        let src = real.row(rng.random_range(0..r));
-        let scale = noise * src.dot(&src).sqrt() / (d as f32).sqrt();
-        for (o, &s) in row.iter_mut().zip(src) {
-            *o = s + scale * rng.sample::<f32, _>(StandardNormal);
-        }
+        row.assign(&real.row(rng.random_range(0..r)));
+        add_noise(
+            row.as_slice_mut().expect("rows of a standard array"),
+            d,
+            noise,
+            &mut rng,
+        );
         let norm = row.dot(&row).sqrt().max(1e-12);
         row.mapv_inplace(|v| v / norm);
     }

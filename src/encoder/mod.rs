@@ -272,12 +272,3 @@ impl std::str::FromStr for Hidden {
         }
     }
 }
-
-impl std::fmt::Display for Hidden {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        match self {
-            Self::Latents(h) => write!(f, "{h}"),
-            Self::TimesDim(m) => write!(f, "{m}d"),
-        }
-    }
-}

@@ -432,7 +432,7 @@ pub fn train(
 }
 
 /// Adds ε ~ N(0, (σ‖x‖)²/d · I) to each row x of `x` (so ‖ε‖ ≈ σ‖x‖).
-fn add_noise(x: &mut [f32], dim: usize, sigma: f32, rng: &mut ChaCha8Rng) {
+pub(crate) fn add_noise(x: &mut [f32], dim: usize, sigma: f32, rng: &mut ChaCha8Rng) {
     for row in x.chunks_mut(dim) {
         let scale = sigma * dot(row, row).sqrt() / (dim as f32).sqrt();
         row.iter_mut()

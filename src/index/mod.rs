@@ -16,7 +16,7 @@ pub mod query;
 pub mod segment;
 pub mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -56,7 +56,6 @@ pub struct SegmentEntry {
 
 /// An open index: its segments, memory-mapped.
 pub struct Index {
-    dir: PathBuf,
     /// The commit that was opened.
     pub meta: Meta,
     segments: Vec<Segment>,
@@ -165,17 +164,11 @@ impl Index {
             segments.push(seg);
         }
         Ok(Self {
-            dir: dir.to_path_buf(),
             meta,
             segments,
             bases,
             deleted,
         })
-    }
-
-    /// The index folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Document slots in the index (live and deleted; global document numbers run
@@ -187,12 +180,6 @@ impl Index {
     /// Live (not deleted) documents.
     pub fn live(&self) -> usize {
         self.deleted.iter().flatten().filter(|d| !**d).count()
-    }
-
-    /// Whether global document `doc` is deleted.
-    pub fn is_deleted(&self, doc: u32) -> bool {
-        let (s, local) = self.locate(doc);
-        self.deleted[s][local]
     }
 
     /// Whether the index holds no documents.

@@ -56,12 +56,9 @@ fn live_top_k(scores: &[f32], top: usize) -> Vec<Hit> {
 pub fn search_brute_force(index: &Index, query: &[(u32, f32)], top: usize) -> Vec<Hit> {
     let mut scores = Vec::with_capacity(index.len());
     for (_, seg, deleted) in index.segments() {
+        // The build's quantiser, from the scale the segment stores: each stored byte is
+        // recomputed from the exact value.
         let quant = super::postings::Quantizer { scale: seg.scale };
-        // Recompute each stored byte from the exact value (the build's quantiser).
-        let max = (0..seg.docs)
-            .flat_map(|i| seg.forward(i).map(|e| e.1))
-            .fold(0.0f32, f32::max);
-        debug_assert_eq!(super::postings::Quantizer::for_max(max), quant);
         for (i, &is_deleted) in deleted.iter().enumerate() {
             let code: Vec<(u32, f32)> = seg.forward(i).collect();
             let mut s = 0.0f32;

@@ -358,13 +358,6 @@ impl Segment {
         self.sections.map(|s| s.1)
     }
 
-    /// Total postings.
-    pub fn postings_count(&self) -> usize {
-        (0..self.hidden)
-            .map(|j| self.term_blocks(j).map(|m| m.len as usize).sum::<usize>())
-            .sum()
-    }
-
     /// Postings of latent `j`.
     pub fn term_len(&self, j: usize) -> usize {
         self.term_blocks(j).map(|m| m.len as usize).sum()
