@@ -2,6 +2,8 @@
 //!
 //! The data's path, one module per stage:
 //! text ([`data`]) → dense vectors ([`embed`]) → search ([`search`]) → metrics ([`eval`]).
+//! The sparse path: dense vectors → K-sparse codes ([`encoder`]) → inverted index
+//! ([`index`]); [`pipeline`] runs the whole path from a corpus file to search hits.
 //! [`io`] holds the file formats every stage shares; [`bench`] measures the stages.
 //! `ARCHITECTURE.md` describes the path and the file formats.
 
@@ -12,6 +14,7 @@ pub mod encoder;
 pub mod eval;
 pub mod index;
 pub mod io;
+pub mod pipeline;
 pub mod search;
 
 /// Sets the number of worker threads for everything ksparse runs in parallel (the rayon

@@ -22,13 +22,16 @@ use ksparse::index::{self, Index};
 use ksparse::io::{
     ids_path, read_ids, read_npy, read_npy_aligned, write_atomic, write_ids, write_npy,
 };
-use std::io::Write as _;
+use ksparse::pipeline;
+use std::io::{BufRead as _, Write as _};
 
 /// Single-stage semantic search with K-sparse codes.
 ///
-/// The data's path: text → dense vectors (`embed`) → K-sparse encoder (`train`) → sparse
-/// codes (`encode`) → evaluation against qrels (`eval-dense` for the dense baseline,
-/// `eval-sparse` for the codes). Models are sentence-transformers folders; fetch the two
+/// The whole path in two commands: `build` (texts → search folder) and `search` (query
+/// text → ranked documents). Step by step: text → dense vectors (`embed`) → K-sparse
+/// encoder (`train`) → sparse codes (`encode`) → inverted index (`index build`) →
+/// evaluation against qrels (`eval-dense` for the dense baseline, `eval-sparse` for the
+/// codes). Models are sentence-transformers folders; fetch the two
 /// supported ones with `scripts/fetch-models.sh`.
 #[derive(Parser)]
 #[command(name = "ksparse", version, about, long_about)]
@@ -45,6 +48,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build a search folder from a corpus: embed, train the encoder, encode, index.
+    ///
+    /// The corpus is a BEIR corpus.jsonl(.gz) or a text file with one passage per line.
+    /// Embeddings and trained encoders are cached under --cache by content, so an
+    /// interrupted or repeated build skips the finished stages. The folder records the
+    /// model and encoder with their SHA-256, and `ksparse search` refuses another model.
+    ///
+    /// Example: ksparse build --model all-MiniLM-L6-v2 --corpus data/scifact/corpus.jsonl.gz --output scifact.ks
+    Build(BuildArgs),
+    /// Search a folder written by `ksparse build` with query text.
+    ///
+    /// Queries come from the arguments, or one per line from --queries FILE (- for stdin).
+    /// Prints rank, id, score, title and a snippet per hit; --json prints one JSON object
+    /// per query.
+    ///
+    /// Example: ksparse search scifact.ks "vitamin D and bone density" --top 5
+    Search(SearchArgs),
     /// Embed texts with a sentence-transformers model into an .npy matrix.
     ///
     /// The input is a BEIR corpus.jsonl (text = title + " " + text), a queries.jsonl, or a
@@ -286,6 +306,65 @@ struct EvalDenseArgs {
 }
 
 #[derive(Args)]
+struct BuildArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// corpus.jsonl(.gz) (BEIR) or a text file with one passage per line.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// The search folder to write.
+    #[arg(long)]
+    output: PathBuf,
+    /// Use this trained encoder instead of training one on the corpus.
+    #[arg(long)]
+    encoder: Option<PathBuf>,
+    /// Latents h when training: a number, or a multiple of the dimension such as 4d.
+    #[arg(long, default_value = "4d")]
+    hidden: Hidden,
+    /// Active latents per document code.
+    #[arg(long, default_value_t = 32)]
+    k: usize,
+    /// Training passes over the corpus.
+    #[arg(long, default_value_t = 100)]
+    epochs: usize,
+    /// Seed of the encoder's training.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Cache of embeddings and encoders.
+    #[arg(long, default_value = ".ksparse-cache")]
+    cache: PathBuf,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    /// Search folder written by `ksparse build`.
+    index: PathBuf,
+    /// Query texts.
+    query: Vec<String>,
+    /// Read queries, one per line, from this file (- for stdin).
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// Hits per query.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Scoring mode: symmetric, symmetric:M, reconstruction or projected:M.
+    #[arg(long, default_value = "symmetric")]
+    mode: ScoringMode,
+    /// Re-rank the top R by the exact f32 codes (0 = off).
+    #[arg(long, default_value_t = 0)]
+    rescore: usize,
+    /// The model, when it has moved since the build (must be the same model).
+    #[arg(long)]
+    model: Option<String>,
+    /// One JSON object per query.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct TrainArgs {
     /// Training vectors (.npy, float32); repeat to concatenate several files.
     #[arg(long, required = true)]
@@ -378,9 +457,12 @@ enum BenchCommand {
         /// Vectors per step.
         #[arg(long, default_value_t = 1024)]
         batch: usize,
-        /// Timed steps.
+        /// Timed steps per round and side.
         #[arg(long, default_value_t = 10)]
         steps: usize,
+        /// Rounds: ksparse's steps then PyTorch's, alternating; the ratio is the median.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Python interpreter with torch for the baseline.
         #[arg(long, default_value = "python3")]
         python: PathBuf,
@@ -420,6 +502,9 @@ enum BenchCommand {
     /// them (a real vector plus noise, renormalised; seeded). Sparse rows encode them at
     /// each --k with --encoder (or with an encoder trained on --embeddings at that k).
     /// Writes report.md and report.json (one row per engine, n and k) to --output.
+    /// Where --python imports them, the same run adds faiss flat, hnswlib, SEISMIC
+    /// (pyseismic-lsr) and a SciPy sparse product on the same vectors and codes; a missing
+    /// package is reported as skipped.
     ///
     /// Example: ksparse bench search --embeddings corpus.npy --queries queries.npy --n 10000,100000 --k 32
     Search {
@@ -456,6 +541,9 @@ enum BenchCommand {
         /// Seed of the generator.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Python interpreter for the other tools' baselines ("" skips them).
+        #[arg(long, default_value = "python3")]
+        python: PathBuf,
         /// Report folder.
         #[arg(long, default_value = "bench-results/search")]
         output: PathBuf,
@@ -664,14 +752,13 @@ fn index_command(c: IndexCommand) -> Result<()> {
                     Err(e) => Err(e.into()),
                 }
             };
-            'queries: for (qid, code) in qids.iter().zip(&codes) {
-                let query: Vec<(u32, f32)> = code
-                    .ids
-                    .iter()
-                    .copied()
-                    .zip(code.values.iter().copied())
-                    .collect();
-                let hits = idx.search(&query, top, rescore)?;
+            let queries: Vec<Vec<(u32, f32)>> = codes
+                .into_iter()
+                .map(|c| c.ids.into_iter().zip(c.values).collect())
+                .collect();
+            // All queries across the threads, printed in input order.
+            let results = idx.search_batch(&queries, top, rescore)?;
+            'queries: for (qid, hits) in qids.iter().zip(&results) {
                 if json {
                     let hits: Vec<_> = hits
                         .iter()
@@ -814,6 +901,107 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+fn build(a: BuildArgs) -> Result<()> {
+    let embedder = a.model.load()?;
+    let hidden = a.hidden.resolve(embedder.dim());
+    let opts = pipeline::BuildOptions {
+        corpus: &a.corpus,
+        output: &a.output,
+        encoder: a.encoder.as_deref(),
+        train: TrainConfig {
+            hidden,
+            k: a.k,
+            epochs: a.epochs,
+            seed: a.seed,
+            ..TrainConfig::default()
+        },
+        k: a.encoder.is_some().then_some(a.k),
+        cache: &a.cache,
+        batch_size: a.model.batch_size,
+    };
+    let mut bar: Option<(pipeline::Stage, ProgressBar)> = None;
+    let manifest = pipeline::build(&embedder, &opts, |stage, done, total| {
+        if bar.as_ref().is_none_or(|b| b.0 != stage) {
+            let what = match stage {
+                pipeline::Stage::Embed => "embedding",
+                pipeline::Stage::Train => "training",
+            };
+            if let Some((_, old)) = bar.take() {
+                old.finish_and_clear();
+            }
+            bar = Some((stage, progress(total, what)));
+        }
+        if let Some((_, b)) = &bar {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    })?;
+    if let Some((_, b)) = bar {
+        b.finish_and_clear();
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        println!(
+            "{}: {} documents, k = {} of {} latents, model {}",
+            a.output.display(),
+            manifest.documents,
+            manifest.k,
+            manifest.hidden,
+            manifest.model
+        );
+    }
+    Ok(())
+}
+
+fn search(a: SearchArgs) -> Result<()> {
+    let mut queries = a.query.clone();
+    if let Some(path) = &a.queries {
+        let lines: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            ksparse::io::open_lines(path)?
+        };
+        for line in lines.lines() {
+            let line =
+                line.with_context(|| format!("cannot read queries from {}", path.display()))?;
+            if !line.trim().is_empty() {
+                queries.push(line.trim().to_string());
+            }
+        }
+    }
+    if queries.is_empty() {
+        anyhow::bail!("no query: give query text as arguments or --queries FILE (- for stdin)");
+    }
+    let searcher = pipeline::Searcher::open(&a.index, a.model.as_deref())?;
+    let results = searcher.search(&queries, a.top, a.mode, a.rescore)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (q, hits) in queries.iter().zip(&results) {
+        if a.json {
+            writeln!(out, "{}", serde_json::json!({ "query": q, "hits": hits }))?;
+            continue;
+        }
+        writeln!(out, "query: {q}")?;
+        for (rank, h) in hits.iter().enumerate() {
+            let title = if h.title.is_empty() {
+                String::new()
+            } else {
+                format!("{} — ", h.title)
+            };
+            writeln!(
+                out,
+                "{:>3}. {}  {:.4}  {title}{}",
+                rank + 1,
+                h.id,
+                h.score,
+                h.snippet
+            )?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let level = ["info", "debug", "trace"][cli.verbose.min(2) as usize];
@@ -865,6 +1053,8 @@ fn main() -> Result<()> {
             )?;
         }
         Command::Train(a) => train(a)?,
+        Command::Build(a) => build(a)?,
+        Command::Search(a) => search(a)?,
         Command::Encode {
             encoder,
             input,
@@ -942,6 +1132,7 @@ fn main() -> Result<()> {
             k,
             batch,
             steps,
+            rounds,
             python,
             output,
             json,
@@ -953,6 +1144,7 @@ fn main() -> Result<()> {
                 k,
                 batch,
                 steps,
+                rounds,
                 threads,
                 python: Some(python),
             };
@@ -972,6 +1164,7 @@ fn main() -> Result<()> {
             hnsw_ef,
             noise,
             seed,
+            python,
             output,
             json,
         }) => {
@@ -985,6 +1178,7 @@ fn main() -> Result<()> {
                 hnsw_ef,
                 seed,
                 noise,
+                python: (!python.as_os_str().is_empty()).then_some(python),
             };
             let queries = match &queries {
                 Some(p) => read_npy(p)?,

@@ -406,10 +406,59 @@ fn index_build_stats_search_and_bench_search() {
     );
     let rows = report["rows"].as_array().unwrap();
     let engines: Vec<&str> = rows.iter().map(|r| r["engine"].as_str().unwrap()).collect();
-    assert_eq!(engines, ["dense-flat", "hnsw", "sparse-exact"].repeat(2));
+    // Ours at each size; then the Python baselines whose packages import here, the others
+    // named as skipped (with the default `--python python3`).
+    let ours = ["dense-flat", "hnsw", "sparse-exact"];
+    let baselines = ["faiss-flat", "hnswlib", "seismic", "scipy-csr"];
+    for n in [300, 600] {
+        let at_n: Vec<&str> = rows
+            .iter()
+            .filter(|r| r["n"] == n)
+            .map(|r| r["engine"].as_str().unwrap())
+            .collect();
+        assert_eq!(at_n[..3], ours, "{engines:?}");
+        assert!(
+            at_n[3..].iter().all(|e| baselines.contains(e)),
+            "{engines:?}"
+        );
+    }
+    let skipped = report["skipped"].as_array().unwrap();
+    for b in baselines {
+        let ran = engines.contains(&b);
+        let named = skipped.iter().any(|s| {
+            let s = s.as_str().unwrap();
+            s.starts_with(b) || s.starts_with("python baselines")
+        });
+        assert!(ran != named, "{b}: ran {ran}, skipped {skipped:?}");
+    }
     for r in rows {
         for key in ["p50_ms", "p99_ms", "qps", "bytes", "build_s", "recall@10"] {
             assert!(r[key].as_f64().is_some_and(|v| v >= 0.0), "{key} in {r}");
         }
+        if r["k"].is_u64() {
+            let sparse_recall = r["sparse_recall@10"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&sparse_recall), "{r}");
+        }
     }
+}
+
+#[test]
+fn bench_train_alternates_rounds_and_reports_the_ratio_or_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = json_of(
+        ksparse()
+            .args([
+                "bench", "train", "--dim", "16", "--hidden", "64", "--k", "4",
+            ])
+            .args(["--batch", "32", "--steps", "2", "--rounds", "2", "--json"])
+            .arg("--output")
+            .arg(dir.path()),
+    );
+    assert_eq!(report["rounds"], 2);
+    assert!(report["samples_per_s"].as_f64().unwrap() > 0.0);
+    match report["torch"].as_object() {
+        Some(t) => assert_eq!(t["round_ratios"].as_array().unwrap().len(), 2),
+        None => assert!(report["baseline_skipped"].is_string(), "{report}"),
+    }
+    assert!(dir.path().join("report.md").exists());
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::{run_python_baseline, timed};
+use super::{run_python_baseline, timed, PythonTiming};
 use crate::embed::Embedder;
 use crate::io::{read_npy, write_atomic};
 
@@ -111,7 +111,7 @@ pub fn run(embedder: &Embedder, opts: &Options, scratch: &Path) -> Result<Report
         opts.threads.to_string().into(),
         out_npy.clone().into(),
     ];
-    let py = match run_python_baseline(
+    let py: PythonTiming = match run_python_baseline(
         python,
         "sentence_transformers",
         "st_embed.py",

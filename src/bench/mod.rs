@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::io::write_atomic;
@@ -33,16 +34,17 @@ pub struct PythonTiming {
 }
 
 /// Runs a baseline script (`source`, saved as `name` in `scratch`) with `python` and
-/// `args`. Returns `Ok(Err(reason))` when `python` cannot import `module`, so the
-/// benchmark can report the baseline as skipped rather than fail.
-pub fn run_python_baseline(
+/// `args`, and parses the last line it prints as `T` (JSON). Returns `Ok(Err(reason))`
+/// when `python` cannot import `module`, so the benchmark can report the baseline as
+/// skipped rather than fail.
+pub fn run_python_baseline<T: DeserializeOwned>(
     python: &Path,
     module: &str,
     name: &str,
     source: &str,
     args: &[OsString],
     scratch: &Path,
-) -> Result<std::result::Result<PythonTiming, String>> {
+) -> Result<std::result::Result<T, String>> {
     let probe = Command::new(python)
         .args(["-c", &format!("import {module}")])
         .output();

@@ -5,22 +5,30 @@
 //! is a real one plus Gaussian noise, renormalised, so sparse codes keep a realistic latent
 //! usage. Latency is single-threaded (one query at a time on the calling thread); QPS runs
 //! all queries on all threads. recall@10 is the overlap with dense exact search's top 10.
+//!
+//! Given a Python interpreter, the same run adds the engines users run today on the same
+//! vectors and codes (`py_search.py`): faiss flat, hnswlib, SEISMIC and a SciPy sparse
+//! product, each where its package imports (a missing one is reported as skipped).
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use ndarray::{Array2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::timed;
+use super::{run_python_baseline, timed};
+use crate::encoder::codes::{write_codes, SparseCode};
 use crate::encoder::train::add_noise;
 use crate::encoder::SparseEncoder;
 use crate::index::{self, Index};
+use crate::io::write_npy;
 use crate::search::dense::FlatIndex;
 use crate::search::hnsw::HnswIndex;
+use crate::search::sparse::SparseIndex;
 use crate::search::Hit;
 
 /// Hits per query.
@@ -44,12 +52,15 @@ pub struct Options {
     pub seed: u64,
     /// Relative noise of generated vectors (‖ε‖ ≈ noise · ‖x‖).
     pub noise: f32,
+    /// Python for the baselines of other tools; `None` skips them.
+    pub python: Option<PathBuf>,
 }
 
 /// One engine at one size (and k for sparse rows).
 #[derive(Debug, Serialize)]
 pub struct Row {
-    /// "sparse-exact", "dense-flat" or "hnsw".
+    /// "sparse-exact", "dense-flat" or "hnsw"; the Python baselines "faiss-flat",
+    /// "hnswlib", "seismic" and "scipy-csr".
     pub engine: String,
     /// Documents.
     pub n: usize,
@@ -69,6 +80,24 @@ pub struct Row {
     /// Mean overlap of the top 10 with dense exact search's top 10.
     #[serde(rename = "recall@10")]
     pub recall_at_10: f64,
+    /// Sparse rows: mean overlap with the exact sparse top 10 at the same k (1 for an exact
+    /// engine; below 1 for an approximate one such as SEISMIC).
+    #[serde(rename = "sparse_recall@10", skip_serializing_if = "Option::is_none")]
+    pub sparse_recall_at_10: Option<f64>,
+}
+
+/// A row as `py_search.py` prints it.
+#[derive(Debug, Deserialize)]
+struct PythonRow {
+    engine: String,
+    k: Option<usize>,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    qps: Option<f64>,
+    bytes: Option<usize>,
+    build_s: Option<f64>,
+    hits: Option<Vec<Vec<u32>>>,
+    skipped: Option<String>,
 }
 
 /// The report.
@@ -86,6 +115,8 @@ pub struct Report {
     pub hidden: usize,
     /// Rows.
     pub rows: Vec<Row>,
+    /// Baselines that did not run, with why ("engine: reason").
+    pub skipped: Vec<String>,
 }
 
 /// `n` unit vectors near `real`: its first rows, then real rows chosen at random plus
@@ -136,17 +167,21 @@ where
     (pct(0.5), pct(0.99), (rounds * queries) as f64 / secs, hits)
 }
 
-fn recall(hits: &[Vec<Hit>], exact: &[Vec<Hit>]) -> f64 {
-    let found: usize = hits
+/// Mean overlap of `found` (document numbers per query) with `exact`'s top lists.
+fn recall(found: &[Vec<u32>], exact: &[Vec<u32>]) -> f64 {
+    let common: usize = found
         .iter()
         .zip(exact)
-        .map(|(h, e)| {
-            h.iter()
-                .filter(|x| e.iter().any(|y| y.doc == x.doc))
-                .count()
-        })
+        .map(|(h, e)| h.iter().filter(|x| e.contains(x)).count())
         .sum();
-    found as f64 / exact.iter().map(Vec::len).sum::<usize>().max(1) as f64
+    common as f64 / exact.iter().map(Vec::len).sum::<usize>().max(1) as f64
+}
+
+/// The document numbers of each query's hits.
+fn docs_of(hits: &[Vec<Hit>]) -> Vec<Vec<u32>> {
+    hits.iter()
+        .map(|h| h.iter().map(|x| x.doc).collect())
+        .collect()
 }
 
 /// Resident memory of this process, bytes (Linux; 0 elsewhere).
@@ -197,6 +232,7 @@ pub fn run(
         threads: rayon::current_num_threads(),
         hidden: encoders.first().map_or(0, |e| e.1.hidden),
         rows: Vec::new(),
+        skipped: Vec::new(),
     };
     let mut push = |row: Row, report: &mut Report| {
         on_row(&row);
@@ -204,9 +240,20 @@ pub fn run(
     };
     for &n in &opts.ns {
         let x = generate(real, n, opts.noise, opts.seed);
+        // What the Python baselines read: the same vectors and codes.
+        let py_dir = scratch.join(format!("python-n{n}"));
+        if opts.python.is_some() {
+            std::fs::create_dir_all(&py_dir)?;
+            write_npy(&py_dir.join("docs.npy"), &x)?;
+            write_npy(
+                &py_dir.join("queries.npy"),
+                &queries.slice(ndarray::s![..nq, ..]).to_owned(),
+            )?;
+        }
         let flat = FlatIndex::new(x.clone());
         let (p50, p99, qps, exact) =
             measure(nq, |i| flat.search(ndarray::ArrayView1::from(q[i]), TOP));
+        let exact = docs_of(&exact);
         push(
             Row {
                 engine: "dense-flat".into(),
@@ -218,9 +265,11 @@ pub fn run(
                 bytes: flat.bytes(),
                 build_s: 0.0,
                 recall_at_10: 1.0,
+                sparse_recall_at_10: None,
             },
             &mut report,
         );
+        drop(flat);
         let before = resident_bytes();
         let (hnsw, build_s) =
             timed(|| HnswIndex::build(&x, opts.hnsw_m, opts.hnsw_ef_construction));
@@ -236,30 +285,47 @@ pub fn run(
                 qps,
                 bytes,
                 build_s,
-                recall_at_10: recall(&hits, &exact),
+                recall_at_10: recall(&docs_of(&hits), &exact),
+                sparse_recall_at_10: None,
             },
             &mut report,
         );
         drop(hnsw);
         let xs = x.as_standard_layout();
         let xs = xs.as_slice().expect("standard layout");
+        let mut sparse_exact = Vec::new();
         for (k, enc) in &encoders {
             let dir = scratch.join(format!("sparse-n{n}-k{k}"));
-            let (built, build_s) = timed(|| -> Result<()> {
+            let (codes, build_s) = timed(|| -> Result<Vec<SparseCode>> {
                 let codes = enc.encode(xs, n, *k);
                 let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
                 index::build(&dir, &codes, &ids, enc.hidden)?;
-                Ok(())
+                Ok(codes)
             });
-            built?;
-            let idx = Index::open(&dir)?;
-            let sparse_q: Vec<Vec<(u32, f32)>> = q
-                .iter()
-                .map(|v| {
-                    let c = enc.encode_one(v, *k);
-                    c.ids.into_iter().zip(c.values).collect()
-                })
+            let codes = codes?;
+            let query_codes: Vec<SparseCode> = q.iter().map(|v| enc.encode_one(v, *k)).collect();
+            if opts.python.is_some() {
+                write_codes(&py_dir.join(format!("docs-k{k}.npz")), &codes, enc.hidden)?;
+                write_codes(
+                    &py_dir.join(format!("queries-k{k}.npz")),
+                    &query_codes,
+                    enc.hidden,
+                )?;
+            }
+            let sparse_q: Vec<Vec<(u32, f32)>> = query_codes
+                .into_iter()
+                .map(|c| c.ids.into_iter().zip(c.values).collect())
                 .collect();
+            // The reference of sparse recall: exact f32 dot products (the index scores
+            // quantised weights, so it may differ in near-ties).
+            let exact_sparse: Vec<Vec<u32>> = {
+                let reference = SparseIndex::new(&codes, enc.hidden);
+                let hits: Vec<Vec<Hit>> =
+                    sparse_q.iter().map(|q| reference.search(q, TOP)).collect();
+                docs_of(&hits)
+            };
+            drop(codes);
+            let idx = Index::open(&dir)?;
             let (p50, p99, qps, hits) = measure(nq, |i| {
                 idx.search(&sparse_q[i], TOP, 0).expect("checked query")
             });
@@ -273,22 +339,100 @@ pub fn run(
                     qps,
                     bytes: idx.stats().file_bytes,
                     build_s,
-                    recall_at_10: recall(&hits, &exact),
+                    recall_at_10: recall(&docs_of(&hits), &exact),
+                    sparse_recall_at_10: Some(recall(&docs_of(&hits), &exact_sparse)),
                 },
                 &mut report,
             );
+            sparse_exact.push((*k, exact_sparse));
             drop(idx);
             std::fs::remove_dir_all(&dir).ok();
         }
+        if let Some(python) = &opts.python {
+            let args: Vec<OsString> = [
+                py_dir.display().to_string(),
+                rayon::current_num_threads().to_string(),
+                TOP.to_string(),
+                opts.hnsw_m.to_string(),
+                opts.hnsw_ef_construction.to_string(),
+                opts.hnsw_ef.to_string(),
+                opts.ks
+                    .iter()
+                    .map(usize::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+            .into_iter()
+            .map(OsString::from)
+            .collect();
+            let rows: Vec<PythonRow> = match run_python_baseline(
+                python,
+                "numpy",
+                "py_search.py",
+                include_str!("py_search.py"),
+                &args,
+                scratch,
+            )? {
+                Ok(rows) => rows,
+                Err(why) => vec![PythonRow::skipped_all(why)],
+            };
+            for r in rows {
+                let Some(found) = r.hits else {
+                    let why = r.skipped.unwrap_or_default();
+                    let line = format!("{}: {why}", r.engine);
+                    if !report.skipped.contains(&line) {
+                        report.skipped.push(line);
+                    }
+                    continue;
+                };
+                let sparse_recall_at_10 = r.k.and_then(|k| {
+                    let (_, exact_sparse) = sparse_exact.iter().find(|e| e.0 == k)?;
+                    Some(recall(&found, exact_sparse))
+                });
+                push(
+                    Row {
+                        engine: r.engine,
+                        n,
+                        k: r.k,
+                        p50_ms: r.p50_ms.unwrap_or(f64::NAN),
+                        p99_ms: r.p99_ms.unwrap_or(f64::NAN),
+                        qps: r.qps.unwrap_or(f64::NAN),
+                        bytes: r.bytes.unwrap_or(0),
+                        build_s: r.build_s.unwrap_or(f64::NAN),
+                        recall_at_10: recall(&found, &exact),
+                        sparse_recall_at_10,
+                    },
+                    &mut report,
+                );
+            }
+            std::fs::remove_dir_all(&py_dir).ok();
+        }
     }
     Ok(report)
+}
+
+impl PythonRow {
+    /// The whole baseline script could not run.
+    fn skipped_all(why: String) -> Self {
+        Self {
+            engine: "python baselines".into(),
+            k: None,
+            p50_ms: None,
+            p99_ms: None,
+            qps: None,
+            bytes: None,
+            build_s: None,
+            hits: None,
+            skipped: Some(why),
+        }
+    }
 }
 
 impl Report {
     /// The report as a Markdown table, with ratios to dense flat search at each size.
     pub fn markdown(&self) -> String {
         let mut md = format!(
-            "# ksparse bench search\n\n{} real {}-d vectors (larger collections generated near them), {} timed queries, top {TOP}; latency single-threaded, QPS on {} threads; sparse width {}. recall@10 = overlap with dense exact top 10.\n\n| engine | n | k | p50 ms | p99 ms | QPS | bytes | build s | recall@10 | p50 vs dense flat |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "# ksparse bench search\n\n{} real {}-d vectors (larger collections generated near them), {} timed queries, top {TOP}; latency single-threaded, QPS on {} threads; sparse width {}. recall@10 = overlap with dense exact top 10; sparse recall@10 = overlap with the exact sparse top 10 at the same k.\n\n| engine | n | k | p50 ms | p99 ms | QPS | bytes | build s | recall@10 | sparse recall@10 | p50 vs dense flat |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             self.real_vectors, self.dim, self.queries, self.threads, self.hidden
         );
         for r in &self.rows {
@@ -298,7 +442,7 @@ impl Report {
                 .find(|f| f.engine == "dense-flat" && f.n == r.n)
                 .map_or(f64::NAN, |f| f.p50_ms);
             md += &format!(
-                "| {} | {} | {} | {:.3} | {:.3} | {:.0} | {} | {:.2} | {:.3} | {:.1}× faster |\n",
+                "| {} | {} | {} | {:.3} | {:.3} | {:.0} | {} | {:.2} | {:.3} | {} | {:.1}× faster |\n",
                 r.engine,
                 r.n,
                 r.k.map_or("–".into(), |k| k.to_string()),
@@ -308,8 +452,13 @@ impl Report {
                 r.bytes,
                 r.build_s,
                 r.recall_at_10,
+                r.sparse_recall_at_10
+                    .map_or("–".into(), |v| format!("{v:.3}")),
                 flat / r.p50_ms
             );
+        }
+        for why in &self.skipped {
+            md += &format!("\nSkipped {why}.");
         }
         md
     }

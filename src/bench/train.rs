@@ -6,6 +6,10 @@
 //! and renormalised. ksparse computes the backward pass only on the selected latents;
 //! PyTorch (as public TopK autoencoder code does) scatters the codes into dense batch × h
 //! matrices and lets autograd run dense products.
+//!
+//! The two sides alternate for several rounds (ksparse's timed steps, then PyTorch's) and
+//! the report gives the median of the per-round ratios: on a shared machine a slow spell
+//! then hits both sides of a round rather than one side of the whole comparison.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -15,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{run_python_baseline, timed};
+use super::{run_python_baseline, timed, PythonTiming};
 use crate::encoder::loss::{step, Batch, LossWeights, Workspace};
 use crate::encoder::train::{init_encoder, Optimizer};
 
@@ -29,8 +33,10 @@ pub struct Options {
     pub k: usize,
     /// Vectors per step.
     pub batch: usize,
-    /// Timed steps (after one warm-up step).
+    /// Timed steps per round (after one warm-up step).
     pub steps: usize,
+    /// Alternating rounds of both sides.
+    pub rounds: usize,
     /// Threads on both sides.
     pub threads: usize,
     /// Python with torch for the baseline; `None` skips it.
@@ -40,12 +46,14 @@ pub struct Options {
 /// The PyTorch side.
 #[derive(Debug, Serialize)]
 pub struct Baseline {
-    /// Samples per second.
+    /// Samples per second, median over rounds.
     pub samples_per_s: f64,
     /// PyTorch version.
     pub torch: String,
-    /// ksparse samples/s divided by PyTorch samples/s.
+    /// ksparse samples/s divided by PyTorch samples/s: the median of the rounds' ratios.
     pub ratio: f64,
+    /// Each round's ratio, in order.
+    pub round_ratios: Vec<f64>,
 }
 
 /// Benchmark results (`report.json`).
@@ -59,11 +67,13 @@ pub struct Report {
     pub k: usize,
     /// Batch size.
     pub batch: usize,
-    /// Timed steps.
+    /// Timed steps per round.
     pub steps: usize,
+    /// Rounds.
+    pub rounds: usize,
     /// Threads.
     pub threads: usize,
-    /// ksparse training samples per second.
+    /// ksparse training samples per second, median over rounds.
     pub samples_per_s: f64,
     /// ksparse milliseconds per step.
     pub step_ms: f64,
@@ -80,6 +90,7 @@ pub fn run(opts: &Options, scratch: &Path) -> Result<Report> {
     if opts.k == 0 || 4 * opts.k > opts.hidden || opts.batch == 0 || opts.steps == 0 {
         bail!("need 1 ≤ 4k ≤ hidden and at least one vector and one step");
     }
+    let rounds = opts.rounds.max(1);
     let d = opts.dim;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let rows = opts.batch * 4;
@@ -109,26 +120,7 @@ pub fn run(opts: &Options, scratch: &Path) -> Result<Report> {
         optimizer.apply(&mut enc, &mut workspace.grads);
     };
     run_step(0);
-    let ((), secs) = timed(|| (1..=opts.steps).for_each(&mut run_step));
-    let samples_per_s = (opts.steps * opts.batch) as f64 / secs;
-    let (codes, enc_secs) = timed(|| enc.encode(&data, rows, opts.k));
-    let mut report = Report {
-        dim: d,
-        hidden: opts.hidden,
-        k: opts.k,
-        batch: opts.batch,
-        steps: opts.steps,
-        threads: opts.threads,
-        samples_per_s,
-        step_ms: 1000.0 * secs / opts.steps as f64,
-        encode_vectors_per_s: codes.len() as f64 / enc_secs,
-        torch: None,
-        baseline_skipped: None,
-    };
-    let Some(python) = &opts.python else {
-        report.baseline_skipped = Some("no Python interpreter given".into());
-        return Ok(report);
-    };
+    let samples = (opts.steps * opts.batch) as f64;
     let args: Vec<OsString> = [
         opts.dim,
         opts.hidden,
@@ -140,45 +132,92 @@ pub fn run(opts: &Options, scratch: &Path) -> Result<Report> {
     .iter()
     .map(|v| v.to_string().into())
     .collect();
-    let py = match run_python_baseline(
-        python,
-        "torch",
-        "torch_train.py",
-        include_str!("torch_train.py"),
-        &args,
-        scratch,
-    )? {
-        Ok(t) => t,
-        Err(why) => {
-            report.baseline_skipped = Some(why);
-            return Ok(report);
+    let (mut ours, mut theirs, mut torch_version) = (Vec::new(), Vec::new(), None);
+    let mut baseline_skipped = opts
+        .python
+        .is_none()
+        .then(|| "no Python interpreter given".to_string());
+    for round in 0..rounds {
+        let ((), secs) = timed(|| (1..=opts.steps).for_each(|i| run_step(round * opts.steps + i)));
+        ours.push(samples / secs);
+        let (Some(python), None) = (&opts.python, &baseline_skipped) else {
+            continue;
+        };
+        match run_python_baseline::<PythonTiming>(
+            python,
+            "torch",
+            "torch_train.py",
+            include_str!("torch_train.py"),
+            &args,
+            scratch,
+        )? {
+            Ok(py) => {
+                theirs.push(samples / py.seconds);
+                torch_version = Some(py.torch);
+            }
+            Err(why) => baseline_skipped = Some(why),
         }
-    };
-    let theirs = (opts.steps * opts.batch) as f64 / py.seconds;
-    report.torch = Some(Baseline {
-        samples_per_s: theirs,
-        torch: py.torch,
-        ratio: samples_per_s / theirs,
+    }
+    let (codes, enc_secs) = timed(|| enc.encode(&data, rows, opts.k));
+    let torch = torch_version.map(|torch| {
+        let round_ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
+        Baseline {
+            samples_per_s: median(&theirs),
+            torch,
+            ratio: median(&round_ratios),
+            round_ratios,
+        }
     });
-    Ok(report)
+    let samples_per_s = median(&ours);
+    Ok(Report {
+        dim: d,
+        hidden: opts.hidden,
+        k: opts.k,
+        batch: opts.batch,
+        steps: opts.steps,
+        rounds,
+        threads: opts.threads,
+        samples_per_s,
+        step_ms: 1000.0 * opts.batch as f64 / samples_per_s,
+        encode_vectors_per_s: codes.len() as f64 / enc_secs,
+        torch,
+        baseline_skipped,
+    })
+}
+
+/// The median of non-empty `v` (mean of the middle two for an even count).
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
 }
 
 impl Report {
     /// A short Markdown summary.
     pub fn markdown(&self) -> String {
         let mut s = format!(
-            "# ksparse bench train\n\nd = {}, h = {}, k = {}, batch {}, {} timed steps, {} threads. Loss MSE(k) + MSE(4k)/8, Adam.\n\n\
+            "# ksparse bench train\n\nd = {}, h = {}, k = {}, batch {}, {} rounds of {} timed steps per side (alternating), {} threads. Loss MSE(k) + MSE(4k)/8, Adam. Medians over rounds.\n\n\
              | engine | samples/s | ms/step |\n|---|---:|---:|\n| ksparse | {:.0} | {:.1} |\n",
-            self.dim, self.hidden, self.k, self.batch, self.steps, self.threads, self.samples_per_s, self.step_ms
+            self.dim, self.hidden, self.k, self.batch, self.rounds, self.steps, self.threads, self.samples_per_s, self.step_ms
         );
         match (&self.torch, &self.baseline_skipped) {
             (Some(b), _) => {
                 s += &format!(
-                "| PyTorch {} (CPU) | {:.0} | {:.1} |\n\nRatio ksparse / PyTorch: **{:.2}×**.\n",
+                "| PyTorch {} (CPU) | {:.0} | {:.1} |\n\nRatio ksparse / PyTorch: **{:.2}×** (median; rounds: {}).\n",
                 b.torch,
                 b.samples_per_s,
                 1000.0 * self.batch as f64 / b.samples_per_s,
-                b.ratio
+                b.ratio,
+                b.round_ratios
+                    .iter()
+                    .map(|r| format!("{r:.2}×"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
             }
             (None, Some(why)) => s += &format!("\nPyTorch baseline skipped: {why}.\n"),

@@ -122,11 +122,15 @@ impl Ord for Candidate {
 }
 
 /// The k best indices (unordered) in one pass; scanning in index order, a later equal
-/// value never displaces an earlier one, so ties go to the lower index.
+/// value never displaces an earlier one, so ties go to the lower index. Values are
+/// compared 16 at a time against the heap's worst first (a vectorised test): once the heap
+/// is full almost every chunk is below it and is passed over without touching the heap.
 fn heap_top(values: &[f32], k: usize) -> Vec<u32> {
     use std::cmp::Reverse;
-    let mut heap = std::collections::BinaryHeap::with_capacity(k + 1);
-    for (i, &v) in values.iter().enumerate() {
+    const CHUNK: usize = 16;
+    let mut heap: std::collections::BinaryHeap<Reverse<Candidate>> =
+        std::collections::BinaryHeap::with_capacity(k + 1);
+    let offer = |heap: &mut std::collections::BinaryHeap<Reverse<Candidate>>, i: usize, v: f32| {
         if heap.len() < k {
             heap.push(Reverse(Candidate(v, i as u32)));
         } else if let Some(Reverse(worst)) = heap.peek() {
@@ -134,6 +138,22 @@ fn heap_top(values: &[f32], k: usize) -> Vec<u32> {
                 heap.pop();
                 heap.push(Reverse(Candidate(v, i as u32)));
             }
+        }
+    };
+    for (c, chunk) in values.chunks(CHUNK).enumerate() {
+        if heap.len() == k {
+            let worst = heap.peek().map_or(f32::INFINITY, |Reverse(w)| w.0);
+            // Strictly below the worst in the partial order: cannot enter (a NaN or an
+            // equal value takes the exact path below).
+            let any_candidate = chunk
+                .iter()
+                .fold(false, |any, &v| any | (v >= worst) | v.is_nan());
+            if !any_candidate {
+                continue;
+            }
+        }
+        for (o, &v) in chunk.iter().enumerate() {
+            offer(&mut heap, c * CHUNK + o, v);
         }
     }
     heap.into_iter().map(|Reverse(c)| c.1).collect()
@@ -143,19 +163,35 @@ fn heap_top(values: &[f32], k: usize) -> Vec<u32> {
 mod tests {
     use super::*;
 
+    /// The reference: a full sort by value (total order) then index.
+    fn sorted_top(values: &[f32], k: usize) -> Vec<u32> {
+        let mut want: Vec<u32> = (0..values.len() as u32).collect();
+        want.sort_by(|a, b| {
+            values[*b as usize]
+                .total_cmp(&values[*a as usize])
+                .then(a.cmp(b))
+        });
+        want.truncate(k);
+        want
+    }
+
     #[test]
     fn heap_and_selection_paths_agree() {
         let values: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 613) as f32 * 0.5).collect();
         for k in [1, 10, 100, 312, 313, 4999, 5000] {
-            let got = top_indices(&values, k);
-            let mut want: Vec<u32> = (0..values.len() as u32).collect();
-            want.sort_by(|a, b| {
-                values[*b as usize]
-                    .total_cmp(&values[*a as usize])
-                    .then(a.cmp(b))
-            });
-            want.truncate(k);
-            assert_eq!(got, want, "k = {k}");
+            assert_eq!(top_indices(&values, k), sorted_top(&values, k), "k = {k}");
+        }
+        // Few distinct values: many ties, ±0.0 and −∞ (deleted documents).
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let pool = [-1.0f32, -0.0, 0.0, 0.5, 2.0, f32::NEG_INFINITY];
+        for len in [17usize, 160, 1000, 4099] {
+            let values: Vec<f32> = (0..len)
+                .map(|_| pool[rng.random_range(0..pool.len())])
+                .collect();
+            for k in [1usize, 3, 10] {
+                assert_eq!(top_indices(&values, k), sorted_top(&values, k), "len {len}");
+            }
         }
     }
 

@@ -247,6 +247,21 @@ impl Index {
         Ok(hits)
     }
 
+    /// [`Index::search`] for many queries, spread over the thread pool; results in query
+    /// order.
+    pub fn search_batch(
+        &self,
+        queries: &[Vec<(u32, f32)>],
+        top: usize,
+        rescore: usize,
+    ) -> Result<Vec<Vec<Hit>>> {
+        use rayon::prelude::*;
+        queries
+            .par_iter()
+            .map(|q| self.search(q, top, rescore))
+            .collect()
+    }
+
     /// Σ weight · value over the query terms with the exact f32 code of `doc`.
     pub fn exact_score(&self, query: &[(u32, f32)], doc: u32) -> f32 {
         let (s, local) = self.locate(doc);

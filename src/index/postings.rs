@@ -142,21 +142,29 @@ pub fn decode_block<'a>(
     let n = meta.len as usize;
     let bits = meta.bits as usize;
     let start = meta.offset as usize;
-    let packed = &data[start..start + packed_len(n, meta.bits)];
+    let packed_end = start + packed_len(n, meta.bits);
     let mask: u64 = if bits == 0 { 0 } else { (1u64 << bits) - 1 };
     let mut prev = prev_last.map_or(-1i64, |p| p as i64);
     for (i, doc) in docs.iter_mut().take(n).enumerate() {
         let bit = i * bits;
-        let first = bit / 8;
-        let mut word = [0u8; 8];
-        let avail = (packed.len() - first.min(packed.len())).min(8);
-        word[..avail].copy_from_slice(&packed[first..first + avail]);
-        let delta = (u64::from_le_bytes(word) >> (bit % 8)) & mask;
+        let first = start + bit / 8;
+        // Eight bytes from `first`: straight from the section (the bytes past this block's
+        // packed deltas are its weights or the next block, masked off), or zero-padded at
+        // the very end of the section.
+        let word = match data.get(first..first + 8) {
+            Some(w) => u64::from_le_bytes(w.try_into().expect("8 bytes")),
+            None => {
+                let mut w = [0u8; 8];
+                let tail = &data[first.min(packed_end)..packed_end];
+                w[..tail.len()].copy_from_slice(tail);
+                u64::from_le_bytes(w)
+            }
+        };
+        let delta = (word >> (bit % 8)) & mask;
         prev += delta as i64 + 1;
         *doc = prev as u32;
     }
-    let w = start + packed_len(n, meta.bits);
-    &data[w..w + n]
+    &data[packed_end..packed_end + n]
 }
 
 #[cfg(test)]

@@ -14,25 +14,34 @@ use crate::search::{top_k, Hit};
 /// accumulator with one slot per document; the top `top` are selected at the end.
 /// Cost: the query terms' postings (decoded 128 at a time) plus O(N) for selection.
 pub fn search_taat(index: &Index, query: &[(u32, f32)], top: usize) -> Vec<Hit> {
-    let mut acc = vec![0.0f32; index.len()];
-    let mut docs = [0u32; BLOCK];
-    for (base, seg, deleted) in index.segments() {
-        let acc = &mut acc[base..base + seg.docs];
-        let data = seg.postings();
-        for &(j, w) in query {
-            let w = w * seg.scale;
-            let mut prev = None;
-            for meta in seg.term_blocks(j as usize) {
-                let weights = decode_block(&meta, data, prev, &mut docs);
-                for (&d, &q) in docs.iter().zip(weights) {
-                    acc[d as usize] += w * q as f32;
+    ACCUMULATOR.with_borrow_mut(|acc| {
+        // Reused per thread: zeroing touched pages is a memset, not fresh page faults.
+        acc.clear();
+        acc.resize(index.len(), 0.0);
+        let mut docs = [0u32; BLOCK];
+        for (base, seg, deleted) in index.segments() {
+            let acc = &mut acc[base..base + seg.docs];
+            let data = seg.postings();
+            for &(j, w) in query {
+                let w = w * seg.scale;
+                let mut prev = None;
+                for meta in seg.term_blocks(j as usize) {
+                    let weights = decode_block(&meta, data, prev, &mut docs);
+                    for (&d, &q) in docs.iter().zip(weights) {
+                        acc[d as usize] += w * q as f32;
+                    }
+                    prev = Some(meta.last_doc);
                 }
-                prev = Some(meta.last_doc);
             }
+            mask_deleted(acc, deleted);
         }
-        mask_deleted(acc, deleted);
-    }
-    live_top_k(&acc, top)
+        live_top_k(acc, top)
+    })
+}
+
+thread_local! {
+    /// One score slot per document, kept between queries on a thread.
+    static ACCUMULATOR: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Deleted documents can never be selected.

@@ -10,7 +10,8 @@
 //! terms    (hidden + 1) × u32: latent j's blocks are blocks[terms[j] .. terms[j+1]]
 //! blocks   12-byte BlockMeta entries (last doc, data offset, len, bits, max weight)
 //! postings block data: bit-packed doc deltas, then one quantised weight byte per posting
-//! forward  (docs + 1) × u64 entry offsets, then per posting (latent u32, value f32)
+//! forward  (docs + 1) × u64 entry offsets, then per posting (latent, value f32); the
+//!          latent is a u16 when hidden ≤ 65536 (u32 otherwise, and always in version 1)
 //! ids      (docs + 1) × u64 byte offsets, then the UTF-8 external ids
 //! ```
 //!
@@ -27,8 +28,20 @@ use crate::encoder::SparseCode;
 
 /// File magic of a segment.
 pub const MAGIC: &[u8; 8] = b"KSPXSEG1";
-/// Segment format version this build writes and reads.
-pub const VERSION: u32 = 1;
+/// Segment format version this build writes. Version 1 (u32 latents in the forward
+/// index) is still read.
+pub const VERSION: u32 = 2;
+/// The oldest version this build reads.
+const OLDEST_READ: u32 = 1;
+
+/// Bytes of a latent id in the forward index of a segment of `version` and width `hidden`.
+fn forward_id_bytes(version: u32, hidden: usize) -> usize {
+    if version >= 2 && hidden <= 1 << 16 {
+        2
+    } else {
+        4
+    }
+}
 const SECTIONS: usize = 5;
 const HEADER_BYTES: usize = 8 + 4 * 6 + SECTIONS * 24 + 4;
 
@@ -77,6 +90,11 @@ pub fn validate(codes: &[SparseCode], ids: &[String], hidden: usize) -> Result<(
 
 /// Serialises a segment for `codes` (validated by [`validate`]) with external `ids`.
 pub fn encode(codes: &[SparseCode], ids: &[String], hidden: usize) -> Vec<u8> {
+    encode_as(VERSION, codes, ids, hidden)
+}
+
+/// [`encode`] in format `version` (older versions are written only by tests).
+fn encode_as(version: u32, codes: &[SparseCode], ids: &[String], hidden: usize) -> Vec<u8> {
     let max = codes
         .iter()
         .flat_map(|c| c.values.iter().copied())
@@ -115,9 +133,10 @@ pub fn encode(codes: &[SparseCode], ids: &[String], hidden: usize) -> Vec<u8> {
         offs.extend_from_slice(&body);
         offs
     };
+    let id_bytes = forward_id_bytes(version, hidden);
     let forward = offsets_then(codes.len(), &mut |i, body| {
         for (&j, &v) in codes[i].ids.iter().zip(&codes[i].values) {
-            body.extend_from_slice(&j.to_le_bytes());
+            body.extend_from_slice(&j.to_le_bytes()[..id_bytes]);
             body.extend_from_slice(&v.to_le_bytes());
         }
     });
@@ -129,7 +148,7 @@ pub fn encode(codes: &[SparseCode], ids: &[String], hidden: usize) -> Vec<u8> {
     let mut out =
         Vec::with_capacity(HEADER_BYTES + sections.iter().map(|s| s.len() + 8).sum::<usize>());
     out.extend_from_slice(MAGIC);
-    for v in [VERSION, hidden as u32, codes.len() as u32, SECTIONS as u32] {
+    for v in [version, hidden as u32, codes.len() as u32, SECTIONS as u32] {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&quant.scale.to_le_bytes());
@@ -161,6 +180,8 @@ pub struct Segment {
     pub docs: usize,
     /// Quantisation scale: a stored weight q means q · scale.
     pub scale: f32,
+    /// Bytes of a latent id in the forward index (2 or 4).
+    forward_id_bytes: usize,
     sections: [(usize, usize); SECTIONS],
 }
 
@@ -194,9 +215,9 @@ impl Segment {
             ));
         }
         let version = u32_at(b, 8);
-        if version != VERSION {
+        if !(OLDEST_READ..=VERSION).contains(&version) {
             bail!(
-                "{}: segment format version {version}; this build reads version {VERSION}",
+                "{}: segment format version {version}; this build reads versions {OLDEST_READ} to {VERSION}",
                 path.display()
             );
         }
@@ -233,6 +254,7 @@ impl Segment {
             hidden,
             docs,
             scale,
+            forward_id_bytes: forward_id_bytes(version, hidden),
             sections,
         };
         seg.check_structure().map_err(|e| bad(e.to_string()))?;
@@ -281,7 +303,7 @@ impl Segment {
                 last = Some(m.last_doc);
             }
         }
-        for (s, what) in [(FORWARD, 8usize), (IDS, 1)] {
+        for (s, what) in [(FORWARD, self.forward_id_bytes + 4), (IDS, 1)] {
             let sec = self.section(s);
             let table = (self.docs + 1) * 8;
             if sec.len() < table {
@@ -290,12 +312,12 @@ impl Segment {
             let mut prev = 0u64;
             for i in 0..=self.docs {
                 let o = u64_at(sec, i * 8);
-                if o < prev || table as u64 + o > sec.len() as u64 {
+                if o < prev || table as u64 + o > sec.len() as u64 || o % what as u64 != 0 {
                     bail!("offset table of section {s} out of bounds at row {i}");
                 }
                 prev = o;
             }
-            if (sec.len() - table) as u64 != prev || prev % what as u64 != 0 {
+            if (sec.len() - table) as u64 != prev {
                 bail!("section {s} has trailing bytes");
             }
         }
@@ -333,10 +355,13 @@ impl Segment {
         let sec = self.section(FORWARD);
         let table = (self.docs + 1) * 8;
         let (a, b) = (u64_at(sec, i * 8) as usize, u64_at(sec, i * 8 + 8) as usize);
-        sec[table + a..table + b].chunks_exact(8).map(|e| {
+        let w = self.forward_id_bytes;
+        sec[table + a..table + b].chunks_exact(w + 4).map(move |e| {
+            let mut id = [0u8; 4];
+            id[..w].copy_from_slice(&e[..w]);
             (
-                u32::from_le_bytes(e[..4].try_into().expect("4 bytes")),
-                f32::from_le_bytes(e[4..].try_into().expect("4 bytes")),
+                u32::from_le_bytes(id),
+                f32::from_le_bytes(e[w..].try_into().expect("4 bytes")),
             )
         })
     }
@@ -366,5 +391,51 @@ impl Segment {
     /// The file this segment was opened from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Segment {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        Segment::open(&path).unwrap()
+    }
+
+    #[test]
+    fn version_1_segments_still_read_and_version_2_is_smaller() {
+        let codes: Vec<SparseCode> = (0..50u32)
+            .map(|d| SparseCode {
+                ids: vec![d % 7, 7 + d % 11, 300 + d],
+                values: vec![0.5 + d as f32, 1.25, 3.0 / (1 + d) as f32],
+            })
+            .collect();
+        let ids: Vec<String> = (0..50).map(|d| format!("doc{d}")).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let v1 = encode_as(1, &codes, &ids, 400);
+        let v2 = encode(&codes, &ids, 400);
+        assert!(v2.len() < v1.len(), "u16 latents in the forward index");
+        let (s1, s2) = (
+            open_bytes(dir.path(), "a.ksx", &v1),
+            open_bytes(dir.path(), "b.ksx", &v2),
+        );
+        for (d, c) in codes.iter().enumerate() {
+            let want: Vec<(u32, f32)> = c
+                .ids
+                .iter()
+                .copied()
+                .zip(c.values.iter().copied())
+                .collect();
+            assert_eq!(s1.forward(d).collect::<Vec<_>>(), want);
+            assert_eq!(s2.forward(d).collect::<Vec<_>>(), want);
+        }
+        // A width above 2^16 keeps u32 latents.
+        let wide = open_bytes(dir.path(), "c.ksx", &encode(&codes, &ids, 70_000));
+        assert_eq!(
+            wide.forward(3).collect::<Vec<_>>(),
+            s2.forward(3).collect::<Vec<_>>()
+        );
     }
 }

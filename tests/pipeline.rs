@@ -1,0 +1,171 @@
+//! `ksparse build` and `ksparse search` end to end on the shipped 300-document SciFact
+//! slice with the real MiniLM model: the folder, the cache that makes a rebuild skip
+//! finished stages, text search, and the errors a user meets.
+
+mod common;
+
+use assert_cmd::Command;
+
+fn ksparse() -> Command {
+    let mut c = Command::cargo_bin("ksparse").unwrap();
+    c.arg("--threads").arg("2");
+    c
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn build_then_search_by_text() {
+    let Some(model) = common::model("all-MiniLM-L6-v2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = common::root().join("tests/fixtures/scifact-mini/corpus.jsonl.gz");
+    let folder = dir.path().join("mini.ks");
+    let build = || {
+        ksparse()
+            .arg("build")
+            .arg("--model")
+            .arg(&model)
+            .arg("--corpus")
+            .arg(&corpus)
+            .arg("--output")
+            .arg(&folder)
+            .args(["--hidden", "2d", "--k", "8", "--epochs", "5", "--json"])
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .output()
+            .unwrap()
+    };
+    let first = build();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let manifest: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(manifest["documents"], 300);
+    assert_eq!(manifest["k"], 8);
+    assert_eq!(manifest["hidden"], 768);
+    for part in [
+        "ksparse.json",
+        "index/meta.json",
+        "encoder/model.safetensors",
+        "docs.jsonl",
+    ] {
+        assert!(folder.join(part).exists(), "{part}");
+    }
+
+    // A second build finds both long stages in the cache.
+    let second = build();
+    assert!(second.status.success(), "{}", stderr(&second));
+    let log = stderr(&second);
+    assert!(
+        log.contains("embeddings from cache") && log.contains("encoder from cache"),
+        "{log}"
+    );
+
+    // A document's own text finds it, with its title and a snippet.
+    let docs = std::fs::read_to_string(folder.join("docs.jsonl")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(docs.lines().nth(7).unwrap()).unwrap();
+    let text = format!(
+        "{} {}",
+        doc["title"].as_str().unwrap(),
+        doc["text"].as_str().unwrap()
+    );
+    let out = ksparse()
+        .arg("search")
+        .arg(&folder)
+        .arg(&text)
+        .args(["--top", "10", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = result["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 10);
+    let own = hits
+        .iter()
+        .find(|h| h["id"] == doc["_id"])
+        .expect("own document in the top 10");
+    assert_eq!(own["title"], doc["title"]);
+    assert!(!own["snippet"].as_str().unwrap().is_empty());
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+
+    // Many queries from stdin, one JSON line each, in order.
+    let out = ksparse()
+        .arg("search")
+        .arg(&folder)
+        .args([
+            "--queries",
+            "-",
+            "--json",
+            "--top",
+            "3",
+            "--mode",
+            "symmetric:16",
+        ])
+        .write_stdin("vitamin D deficiency\n\nprotein folding in cells\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["query"], "protein folding in cells");
+
+    // Another model is refused with the reason and the fix.
+    if let Some(other) = common::model("all-mpnet-base-v2") {
+        let out = ksparse()
+            .arg("search")
+            .arg(&folder)
+            .arg("anything")
+            .arg("--model")
+            .arg(&other)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("different model"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn search_and_build_explain_wrong_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ksparse()
+        .arg("search")
+        .arg(dir.path())
+        .arg("query")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not a ksparse search folder"),
+        "{}",
+        stderr(&out)
+    );
+
+    let Some(model) = common::model("all-MiniLM-L6-v2") else {
+        return;
+    };
+    // An existing folder that is not a search folder is never replaced.
+    std::fs::write(dir.path().join("precious.txt"), "keep me").unwrap();
+    let out = ksparse()
+        .arg("build")
+        .arg("--model")
+        .arg(&model)
+        .arg("--corpus")
+        .arg(common::root().join("tests/fixtures/scifact-mini/corpus.jsonl.gz"))
+        .arg("--output")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not a ksparse search folder"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(dir.path().join("precious.txt").exists());
+}
