@@ -269,7 +269,8 @@ pub fn run(
             },
             &mut report,
         );
-        drop(flat);
+        // `flat` stays alive while HNSW is built: memory freed before the build would be
+        // reused by it and hide from the resident-growth measure.
         let before = resident_bytes();
         let (hnsw, build_s) =
             timed(|| HnswIndex::build(&x, opts.hnsw_m, opts.hnsw_ef_construction));
@@ -290,7 +291,7 @@ pub fn run(
             },
             &mut report,
         );
-        drop(hnsw);
+        drop((hnsw, flat));
         let xs = x.as_standard_layout();
         let xs = xs.as_slice().expect("standard layout");
         let mut sparse_exact = Vec::new();
