@@ -46,7 +46,7 @@ pub struct Manifest {
     pub format: u32,
     /// ksparse version that built the folder.
     pub version: String,
-    /// The model folder used for the documents (queries must use the same model).
+    /// The model folder used for the documents, absolute (queries must use the same model).
     pub model: String,
     /// SHA-256 of the model's files (see [`model_fingerprint`]).
     pub model_sha256: String,
@@ -183,7 +183,11 @@ pub fn build(
     let mut manifest = Manifest {
         format: FORMAT,
         version: env!("CARGO_PKG_VERSION").to_string(),
-        model: embedder.model_dir().path.display().to_string(),
+        // Absolute, so that a search from another folder finds the model.
+        model: std::fs::canonicalize(&embedder.model_dir().path)
+            .unwrap_or_else(|_| embedder.model_dir().path.clone())
+            .display()
+            .to_string(),
         model_sha256: model_fingerprint(&embedder.model_dir().path)?,
         max_seq_length: embedder.max_seq_length(),
         encoder_sha256: String::new(),
