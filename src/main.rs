@@ -8,13 +8,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::Array2;
 
 use ksparse::bench;
-use ksparse::bench::quality::{LossPreset, ModeSpec};
+use ksparse::bench::quality::LossPreset;
 use ksparse::data::{read_texts, Dataset, Texts};
 use ksparse::embed::cache::embed_cached;
 use ksparse::embed::Embedder;
 use ksparse::encoder::codes::{read_codes, write_codes};
 use ksparse::encoder::loss::LossWeights;
-use ksparse::encoder::scoring::ScoringMode;
+use ksparse::encoder::scoring::{ModeSpec, ScoringMode};
 use ksparse::encoder::train::{Pairs, TrainConfig};
 use ksparse::encoder::{EncoderConfig, Hidden, SparseEncoder};
 use ksparse::eval::{self, Evaluation};
@@ -65,6 +65,17 @@ enum Command {
     ///
     /// Example: ksparse search scifact.ks "vitamin D and bone density" --top 5
     Search(SearchArgs),
+    /// Both papers' experiments on one BEIR dataset, with a report and plots.
+    ///
+    /// Dense exact search, HNSW over the same vectors, and the on-disk sparse index at each
+    /// --hidden × --k × --mode: NDCG@10, Recall@100, MRR@10, p50/p99 latency (one top-10
+    /// search at a time on one thread), bytes, build and training time. Writes report.json,
+    /// report.md and SVG plots (NDCG@10 vs k with the dense line, latency vs NDCG@10,
+    /// index bytes vs k) to --output. Embeddings and encoders are cached under --cache, so a
+    /// second run only searches.
+    ///
+    /// Example: ksparse eval --dataset data/scifact --model all-MiniLM-L6-v2 --k 16,32,64,128 --output scifact-report
+    Eval(EvalArgs),
     /// Embed texts with a sentence-transformers model into an .npy matrix.
     ///
     /// The input is a BEIR corpus.jsonl (text = title + " " + text), a queries.jsonl, or a
@@ -342,6 +353,50 @@ struct BuildArgs {
     #[arg(long, default_value = ".ksparse-cache")]
     cache: PathBuf,
     /// Print the manifest as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// BEIR-layout folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (each may be .gz).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Qrels split to evaluate.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Code lengths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
+    k: Vec<usize>,
+    /// Encoder widths, comma-separated (numbers or multiples of d such as 4d).
+    #[arg(long, value_delimiter = ',', default_value = "4d")]
+    hidden: Vec<Hidden>,
+    /// Scoring modes, comma-separated; m may be a multiple of k (symmetric:4k).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "symmetric,symmetric:4k,reconstruction"
+    )]
+    modes: Vec<ModeSpec>,
+    /// Training passes of each encoder.
+    #[arg(long, default_value_t = 100)]
+    epochs: usize,
+    /// Seed of the encoders' training.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Train the encoders on these BEIR folders' corpora instead of the evaluated one
+    /// (repeatable).
+    #[arg(long)]
+    train_on: Vec<PathBuf>,
+    /// Cache of embeddings and encoders.
+    #[arg(long, default_value = ".ksparse-cache")]
+    cache: PathBuf,
+    /// Report folder.
+    #[arg(long, default_value = "eval-report")]
+    output: PathBuf,
+    /// Print report.json to stdout (instead of report.md).
     #[arg(long)]
     json: bool,
 }
@@ -954,6 +1009,95 @@ fn build(a: BuildArgs) -> Result<()> {
     Ok(())
 }
 
+fn eval_command(a: EvalArgs) -> Result<()> {
+    let embedder = a.model.load()?;
+    let ds = Dataset::load(&a.dataset, &a.split)?;
+    let embeddings = a.cache.join("embeddings");
+    let embed = |texts: &Texts, what: &str| {
+        embed_cached(&embedder, texts, &embeddings, |t| {
+            embed_texts(&embedder, t, a.model.batch_size, what)
+        })
+    };
+    let corpus = embed(&ds.corpus, "corpus")?;
+    let queries = embed(&ds.queries, "queries")?;
+    // Training vectors: the evaluated corpus, or the corpora of --train-on.
+    let (train_vectors, data_key, source) = if a.train_on.is_empty() {
+        (
+            corpus.clone(),
+            ksparse::embed::cache::cache_key(&embedder, &ds.corpus)?,
+            a.dataset.display().to_string(),
+        )
+    } else {
+        let mut parts = Vec::new();
+        let mut keys = String::new();
+        for dir in &a.train_on {
+            let texts = read_texts(&ksparse::data::find_file(dir, "corpus.jsonl")?)?;
+            keys += &ksparse::embed::cache::cache_key(&embedder, &texts)?;
+            parts.push(embed(&texts, "training corpus")?);
+        }
+        let views: Vec<_> = parts.iter().map(|m| m.view()).collect();
+        let names: Vec<String> = a.train_on.iter().map(|p| p.display().to_string()).collect();
+        (
+            ndarray::concatenate(ndarray::Axis(0), &views)?,
+            keys,
+            names.join(","),
+        )
+    };
+    let dim = corpus.ncols();
+    let opts = ksparse::eval::report::Options {
+        ks: a.k.clone(),
+        hidden: a.hidden.iter().map(|h| h.resolve(dim)).collect(),
+        modes: a.modes.clone(),
+        hnsw: (16, 200, 64),
+    };
+    let encoder_for = |hidden: usize, k: usize| -> Result<(SparseEncoder, f64)> {
+        let cfg = TrainConfig {
+            hidden,
+            k,
+            epochs: a.epochs,
+            seed: a.seed,
+            ..TrainConfig::default()
+        };
+        let bar = progress(0, &format!("training h={hidden} k={k}"));
+        let (enc, _, secs) = pipeline::train_cached(
+            &a.cache,
+            &data_key,
+            &train_vectors,
+            &cfg,
+            (&source, train_vectors.nrows()),
+            |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            },
+        )?;
+        bar.finish_and_clear();
+        Ok((enc, secs))
+    };
+    let name = a.dataset.file_name().map_or_else(
+        || a.dataset.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let model = embedder.model_dir().path.display().to_string();
+    let scratch = tempfile::tempdir()?;
+    let report = ksparse::eval::report::run(
+        &ds,
+        (&name, &model),
+        &corpus,
+        &queries,
+        &opts,
+        encoder_for,
+        scratch.path(),
+    )?;
+    report.write(&a.output)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.markdown());
+    }
+    tracing::info!(output = %a.output.display(), "wrote report.json, report.md and three SVG plots");
+    Ok(())
+}
+
 fn search(a: SearchArgs) -> Result<()> {
     let mut queries = a.query.clone();
     if let Some(path) = &a.queries {
@@ -1055,6 +1199,7 @@ fn main() -> Result<()> {
         Command::Train(a) => train(a)?,
         Command::Build(a) => build(a)?,
         Command::Search(a) => search(a)?,
+        Command::Eval(a) => eval_command(a)?,
         Command::Encode {
             encoder,
             input,

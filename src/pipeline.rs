@@ -25,7 +25,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::data::{read_texts, Texts};
+use crate::data::read_texts;
 use crate::embed::cache::{cache_key, embed_cached};
 use crate::embed::Embedder;
 use crate::encoder::scoring::ScoringMode;
@@ -169,7 +169,17 @@ pub fn build(
             }
             (enc, config)
         }
-        None => trained_encoder(embedder, &texts, &vectors, opts, &mut progress)?,
+        None => {
+            let (enc, config, _) = train_cached(
+                opts.cache,
+                &cache_key(embedder, &texts)?,
+                &vectors,
+                &opts.train,
+                (&opts.corpus.display().to_string(), n),
+                |done, total| progress(Stage::Train, done, total),
+            )?;
+            (enc, config)
+        }
     };
     let k = opts.k.unwrap_or(config.k);
     if k == 0 || k > encoder.hidden {
@@ -224,53 +234,71 @@ pub fn build(
     Ok(manifest)
 }
 
-/// The encoder for `vectors` under `opts.train`, from the cache when an identical training
-/// run (same embeddings, same settings, same ksparse version) finished before.
-fn trained_encoder(
-    embedder: &Embedder,
-    texts: &Texts,
+/// The encoder for `vectors` (identified by `data_key`, e.g. their embedding cache key)
+/// under `cfg`, with its training seconds: from `cache/encoders/` when an identical run
+/// (same data, settings and ksparse version) finished before, otherwise trained and stored
+/// there. `source` names the data in the encoder's config.
+pub fn train_cached(
+    cache: &Path,
+    data_key: &str,
     vectors: &Array2<f32>,
-    opts: &BuildOptions,
-    progress: &mut impl FnMut(Stage, usize, usize),
-) -> Result<(SparseEncoder, EncoderConfig)> {
+    cfg: &TrainConfig,
+    source: (&str, usize),
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(SparseEncoder, EncoderConfig, f64)> {
     let mut h = Sha256::new();
-    h.update(cache_key(embedder, texts)?.as_bytes());
-    h.update(serde_json::to_vec(&opts.train)?);
+    h.update(data_key.as_bytes());
+    h.update(serde_json::to_vec(cfg)?);
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    let dir: PathBuf = opts
-        .cache
-        .join("encoders")
-        .join(format!("{:x}", h.finalize()));
+    let dir: PathBuf = cache.join("encoders").join(format!("{:x}", h.finalize()));
+    let seconds_file = dir.join(TRAIN_SECONDS_FILE);
     if dir.join(CONFIG_FILE).exists() {
-        match SparseEncoder::load(&dir) {
-            Ok(found) => {
+        let seconds = std::fs::read_to_string(&seconds_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok());
+        match (SparseEncoder::load(&dir), seconds) {
+            (Ok((enc, config)), Some(seconds)) => {
                 tracing::info!(path = %dir.display(), "encoder from cache");
-                return Ok(found);
+                return Ok((enc, config, seconds));
             }
-            Err(e) => tracing::warn!("unusable cached encoder, training again: {e:#}"),
+            (Err(e), _) => tracing::warn!("unusable cached encoder, training again: {e:#}"),
+            (Ok(_), None) => {
+                tracing::warn!("cached encoder without its training time, training again")
+            }
         }
     }
     let data = vectors.as_standard_layout();
-    let (enc, stats, _) = train(
-        data.as_slice().expect("standard layout"),
-        vectors.ncols(),
-        None,
-        &opts.train,
-        |done, total| progress(Stage::Train, done, total),
-        |e| tracing::debug!(epoch = e.epoch, val_fvu = e.validation_fvu, "epoch"),
-    )?;
+    let (trained, seconds) = crate::bench::timed(|| {
+        train(
+            data.as_slice().expect("standard layout"),
+            vectors.ncols(),
+            None,
+            cfg,
+            &mut progress,
+            |e| tracing::debug!(epoch = e.epoch, val_fvu = e.validation_fvu, "epoch"),
+        )
+    });
+    let (enc, stats, _) = trained?;
     let config = EncoderConfig {
         version: env!("CARGO_PKG_VERSION").to_string(),
         dim: enc.dim,
         hidden: enc.hidden,
-        k: opts.train.k,
-        training: opts.train.clone(),
+        k: cfg.k,
+        training: cfg.clone(),
         data: stats,
-        sources: HashMap::from([(opts.corpus.display().to_string(), texts.len())]),
+        sources: HashMap::from([(source.0.to_string(), source.1)]),
     };
-    write_dir_atomic(&dir, |tmp| enc.save(tmp, &config))?;
-    Ok((enc, config))
+    write_dir_atomic(&dir, |tmp| {
+        enc.save(tmp, &config)?;
+        write_atomic(&tmp.join(TRAIN_SECONDS_FILE), |w| {
+            Ok(w.write_all(seconds.to_string().as_bytes())?)
+        })
+    })?;
+    Ok((enc, config, seconds))
 }
+
+/// Training wall time of a cached encoder, seconds, beside its config.
+const TRAIN_SECONDS_FILE: &str = "train-seconds.txt";
 
 /// One search result.
 #[derive(Debug, Clone, Serialize)]

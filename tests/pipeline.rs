@@ -169,3 +169,110 @@ fn search_and_build_explain_wrong_folders() {
     );
     assert!(dir.path().join("precious.txt").exists());
 }
+
+#[test]
+fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
+    let Some(model) = common::model("all-MiniLM-L6-v2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let eval = || {
+        ksparse()
+            .arg("eval")
+            .arg("--dataset")
+            .arg(common::root().join("tests/fixtures/scifact-mini"))
+            .arg("--model")
+            .arg(&model)
+            .args(["--k", "8,16", "--hidden", "2d", "--epochs", "3", "--json"])
+            .args(["--modes", "symmetric,symmetric:4k,reconstruction"])
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .arg("--output")
+            .arg(dir.path().join("report"))
+            .output()
+            .unwrap()
+    };
+    let first = eval();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(report["dataset"], "scifact-mini");
+    assert_eq!(report["queries"], 30);
+    for engine in ["dense", "hnsw"] {
+        for key in ["ndcg@10", "recall@100", "p50_ms", "bytes"] {
+            assert!(report[engine][key].as_f64().is_some(), "{engine}.{key}");
+        }
+    }
+    let sparse = report["sparse"].as_array().unwrap();
+    assert_eq!(sparse.len(), 2 * 3);
+    for row in sparse {
+        for key in [
+            "k",
+            "hidden",
+            "ndcg@10",
+            "recall@100",
+            "mrr@10",
+            "p50_ms",
+            "p99_ms",
+            "bytes",
+            "train_s",
+        ] {
+            assert!(row[key].as_f64().is_some(), "{key} in {row}");
+        }
+        let ndcg = row["ndcg@10"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ndcg));
+    }
+    assert_eq!(sparse[1]["mode"], "symmetric:32");
+    let out = dir.path().join("report");
+    for plot in ["ndcg_vs_k.svg", "latency_vs_ndcg.svg", "bytes_vs_k.svg"] {
+        let svg = std::fs::read_to_string(out.join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("<circle"), "{plot}");
+    }
+    assert!(std::fs::read_to_string(out.join("report.md"))
+        .unwrap()
+        .contains("| dense exact |"));
+
+    // The second run embeds and trains nothing and reports the same quality.
+    let second = eval();
+    assert!(second.status.success(), "{}", stderr(&second));
+    let log = stderr(&second);
+    assert!(log.contains("embeddings from cache"), "{log}");
+    assert_eq!(log.matches("encoder from cache").count(), 2, "{log}");
+    let again: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    for (a, b) in sparse.iter().zip(again["sparse"].as_array().unwrap()) {
+        assert_eq!(a["ndcg@10"], b["ndcg@10"]);
+        assert_eq!(a["train_s"], b["train_s"]);
+    }
+}
+
+#[test]
+fn eval_explains_a_wrong_dataset_and_k_above_the_width() {
+    let Some(model) = common::model("all-MiniLM-L6-v2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = |dataset: &std::path::Path, k: &str| {
+        ksparse()
+            .arg("eval")
+            .arg("--dataset")
+            .arg(dataset)
+            .arg("--model")
+            .arg(&model)
+            .args(["--k", k, "--hidden", "2d"])
+            .arg("--cache")
+            .arg(dir.path().join("cache"))
+            .arg("--output")
+            .arg(dir.path().join("report"))
+            .output()
+            .unwrap()
+    };
+    let out = run(dir.path(), "8");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("corpus.jsonl"), "{}", stderr(&out));
+    let out = run(&common::root().join("tests/fixtures/scifact-mini"), "5000");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("larger than the width"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::timed;
 use crate::data::{read_qrels, Dataset};
 use crate::encoder::loss::LossWeights;
-use crate::encoder::scoring::ScoringMode;
+use crate::encoder::scoring::{ModeSpec, ScoringMode};
 use crate::encoder::train::{train, Pairs, TrainConfig};
 use crate::encoder::Hidden;
 use crate::eval::{dense_exact, sparse_exact_modes, Metrics};
@@ -77,45 +77,6 @@ impl std::fmt::Display for LossPreset {
             Self::Csr => "csr",
             Self::CsrDist => "csr+dist",
         })
-    }
-}
-
-/// A scoring mode whose m may be written as a multiple of k (`symmetric:4k`), so one
-/// table can follow k.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModeSpec(String);
-
-impl ModeSpec {
-    /// The scoring mode at document code length `k`.
-    pub fn at(&self, k: usize) -> ScoringMode {
-        let s = match self.0.split_once(':') {
-            Some((name, m)) if m.ends_with('k') => {
-                let times: usize = m[..m.len() - 1].parse().expect("checked when parsed");
-                format!("{name}:{}", times * k)
-            }
-            _ => self.0.clone(),
-        };
-        s.parse().expect("checked when parsed")
-    }
-}
-
-impl std::str::FromStr for ModeSpec {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let spec = Self(s.to_string());
-        // Validate with k = 1 (the same grammar as ScoringMode, with "Nk" allowed for m).
-        let probe = match s.split_once(':') {
-            Some((name, m)) if m.ends_with('k') => format!("{name}:{}", &m[..m.len() - 1]),
-            _ => s.to_string(),
-        };
-        probe.parse::<ScoringMode>()?;
-        Ok(spec)
-    }
-}
-
-impl std::fmt::Display for ModeSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&self.0)
     }
 }
 

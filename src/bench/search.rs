@@ -143,11 +143,11 @@ pub fn generate(real: &Array2<f32>, n: usize, noise: f32, seed: u64) -> Array2<f
     out
 }
 
-/// Latency percentiles (ms) of `search` run once per query on this thread, and QPS with
-/// the queries spread over all threads.
-fn measure<F>(queries: usize, search: F) -> (f64, f64, f64, Vec<Vec<Hit>>)
+/// Latency percentiles (p50, p99, ms) of `search` run once per query on this thread, with
+/// the hits.
+pub(crate) fn latencies<F>(queries: usize, search: F) -> (f64, f64, Vec<Vec<Hit>>)
 where
-    F: Fn(usize) -> Vec<Hit> + Sync,
+    F: Fn(usize) -> Vec<Hit>,
 {
     let mut ms = Vec::with_capacity(queries);
     let mut hits = Vec::with_capacity(queries);
@@ -158,13 +158,22 @@ where
     }
     ms.sort_by(f64::total_cmp);
     let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
+    (pct(0.5), pct(0.99), hits)
+}
+
+/// [`latencies`], and QPS with the queries spread over all threads.
+fn measure<F>(queries: usize, search: F) -> (f64, f64, f64, Vec<Vec<Hit>>)
+where
+    F: Fn(usize) -> Vec<Hit> + Sync,
+{
+    let (p50, p99, hits) = latencies(queries, &search);
     let rounds = (2000 / queries.max(1)).max(1);
     let ((), secs) = timed(|| {
         (0..rounds * queries).into_par_iter().for_each(|i| {
             std::hint::black_box(search(i % queries));
         })
     });
-    (pct(0.5), pct(0.99), (rounds * queries) as f64 / secs, hits)
+    (p50, p99, (rounds * queries) as f64 / secs, hits)
 }
 
 /// Mean overlap of `found` (document numbers per query) with `exact`'s top lists.
@@ -185,7 +194,7 @@ fn docs_of(hits: &[Vec<Hit>]) -> Vec<Vec<u32>> {
 }
 
 /// Resident memory of this process, bytes (Linux; 0 elsewhere).
-fn resident_bytes() -> usize {
+pub(crate) fn resident_bytes() -> usize {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())

@@ -66,6 +66,45 @@ impl fmt::Display for ScoringMode {
     }
 }
 
+/// A scoring mode whose m may be written as a multiple of k (`symmetric:4k`), so one
+/// table can follow k.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModeSpec(String);
+
+impl ModeSpec {
+    /// The scoring mode at document code length `k`.
+    pub fn at(&self, k: usize) -> ScoringMode {
+        let s = match self.0.split_once(':') {
+            Some((name, m)) if m.ends_with('k') => {
+                let times: usize = m[..m.len() - 1].parse().expect("checked when parsed");
+                format!("{name}:{}", times * k)
+            }
+            _ => self.0.clone(),
+        };
+        s.parse().expect("checked when parsed")
+    }
+}
+
+impl std::str::FromStr for ModeSpec {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let spec = Self(s.to_string());
+        // Validate with k = 1 (the same grammar as ScoringMode, with "Nk" allowed for m).
+        let probe = match s.split_once(':') {
+            Some((name, m)) if m.ends_with('k') => format!("{name}:{}", &m[..m.len() - 1]),
+            _ => s.to_string(),
+        };
+        probe.parse::<ScoringMode>()?;
+        Ok(spec)
+    }
+}
+
+impl std::fmt::Display for ModeSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl SparseEncoder {
     /// The sparse query for dense query vector `q` under `mode` (`k`: the documents' code
     /// length, used by `symmetric` without its own m).

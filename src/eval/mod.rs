@@ -1,6 +1,8 @@
 //! Evaluation: turn search hits into a ranked run and score it against qrels.
 
 pub mod metrics;
+pub mod plot;
+pub mod report;
 
 use std::io::{BufRead, Write};
 use std::path::Path;

@@ -1,0 +1,352 @@
+//! `ksparse eval`: the experiments of both papers on one BEIR dataset — dense exact search,
+//! HNSW, and the on-disk sparse index at each width × k × scoring mode — with quality
+//! (NDCG@10, Recall@100, MRR@10), single-threaded latency (p50/p99 of a top-10 search),
+//! bytes and training time, written as `report.json`, `report.md` and three SVG plots.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use ndarray::{Array2, ArrayView1};
+use serde::Serialize;
+
+use super::plot::{Chart, Series};
+use super::{evaluate, run_from_hits, Metrics, EVAL_DEPTH};
+use crate::bench::search::{latencies, resident_bytes};
+use crate::bench::timed;
+use crate::data::Dataset;
+use crate::encoder::scoring::ModeSpec;
+use crate::encoder::SparseEncoder;
+use crate::index::{self, Index};
+use crate::io::write_atomic;
+use crate::search::dense::FlatIndex;
+use crate::search::hnsw::HnswIndex;
+use crate::search::Hit;
+
+/// Hits per query in the latency measurement.
+const LATENCY_TOP: usize = 10;
+
+/// What to run besides the dense baselines.
+pub struct Options {
+    /// Code lengths.
+    pub ks: Vec<usize>,
+    /// Encoder widths (latents).
+    pub hidden: Vec<usize>,
+    /// Scoring modes (m may be a multiple of k).
+    pub modes: Vec<ModeSpec>,
+    /// HNSW links per node, candidates per insertion, candidates per search.
+    pub hnsw: (usize, usize, usize),
+}
+
+/// A dense engine's row.
+#[derive(Debug, Serialize)]
+pub struct DenseRow {
+    /// Mean metrics.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    /// Median single-threaded top-10 latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Bytes of the searchable structure (vectors; for HNSW the resident growth of its build).
+    pub bytes: usize,
+    /// Build time, seconds.
+    pub build_s: f64,
+}
+
+/// One sparse configuration's row.
+#[derive(Debug, Serialize)]
+pub struct SparseRow {
+    /// Active latents per document code.
+    pub k: usize,
+    /// Latents.
+    pub hidden: usize,
+    /// Scoring mode, m resolved.
+    pub mode: String,
+    /// Mean metrics.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    /// Median single-threaded top-10 latency over the on-disk index, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Index files, bytes.
+    pub bytes: usize,
+    /// Encoder training time, seconds (as recorded when the encoder came from a cache).
+    pub train_s: f64,
+}
+
+/// `report.json`.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Dataset folder name.
+    pub dataset: String,
+    /// Embedding model.
+    pub model: String,
+    /// Documents.
+    pub documents: usize,
+    /// Evaluated queries (judged in the split).
+    pub queries: usize,
+    /// Dense exact search.
+    pub dense: DenseRow,
+    /// HNSW over the same vectors.
+    pub hnsw: DenseRow,
+    /// Sparse rows in width, k, mode order.
+    pub sparse: Vec<SparseRow>,
+}
+
+/// Runs the evaluation. `encoder_for(hidden, k)` gives a trained encoder and its training
+/// seconds; `scratch` holds the temporary index folders.
+pub fn run(
+    dataset: &Dataset,
+    names: (&str, &str),
+    corpus: &Array2<f32>,
+    queries: &Array2<f32>,
+    opts: &Options,
+    mut encoder_for: impl FnMut(usize, usize) -> Result<(SparseEncoder, f64)>,
+    scratch: &Path,
+) -> Result<Report> {
+    if opts.ks.is_empty() || opts.hidden.is_empty() || opts.modes.is_empty() {
+        bail!("give at least one k, width and mode");
+    }
+    if let Some((&k, &h)) = opts
+        .ks
+        .iter()
+        .flat_map(|k| opts.hidden.iter().map(move |h| (k, h)))
+        .find(|(k, h)| k > h)
+    {
+        bail!("k = {k} is larger than the width {h}: choose k ≤ hidden (e.g. --hidden 4d)");
+    }
+    let nq = queries.nrows();
+    let q: Vec<Vec<f32>> = queries.rows().into_iter().map(|r| r.to_vec()).collect();
+    let evaluated = |hits: &[Vec<Hit>]| {
+        let run = run_from_hits(&dataset.queries.ids, &dataset.corpus.ids, hits, false);
+        evaluate(&dataset.qrels, &run).mean
+    };
+
+    let flat = FlatIndex::new(corpus.clone());
+    let deep = flat.search_batch(queries, EVAL_DEPTH);
+    let (p50, p99, _) = latencies(nq, |i| flat.search(ArrayView1::from(&q[i]), LATENCY_TOP));
+    let dense = DenseRow {
+        metrics: evaluated(&deep),
+        p50_ms: p50,
+        p99_ms: p99,
+        bytes: flat.bytes(),
+        build_s: 0.0,
+    };
+    tracing::info!(ndcg10 = dense.metrics.ndcg_at_10, "dense exact");
+
+    let (m, ef_construction, ef) = opts.hnsw;
+    let before = resident_bytes();
+    let (graph, build_s) = timed(|| HnswIndex::build(corpus, m, ef_construction));
+    let bytes = resident_bytes().saturating_sub(before);
+    let deep: Vec<Vec<Hit>> = q
+        .iter()
+        .map(|v| graph.search(v, EVAL_DEPTH, ef.max(EVAL_DEPTH)))
+        .collect();
+    let (p50, p99, _) = latencies(nq, |i| graph.search(&q[i], LATENCY_TOP, ef));
+    let hnsw = DenseRow {
+        metrics: evaluated(&deep),
+        p50_ms: p50,
+        p99_ms: p99,
+        bytes,
+        build_s,
+    };
+    tracing::info!(ndcg10 = hnsw.metrics.ndcg_at_10, "hnsw");
+    drop((graph, flat));
+
+    let data = corpus.as_standard_layout();
+    let data = data.as_slice().expect("standard layout");
+    let mut sparse = Vec::new();
+    for &hidden in &opts.hidden {
+        for &k in &opts.ks {
+            let (enc, train_s) = encoder_for(hidden, k)?;
+            let dir = scratch.join(format!("index-h{hidden}-k{k}"));
+            let codes = enc.encode(data, corpus.nrows(), k);
+            index::build(&dir, &codes, &dataset.corpus.ids, enc.hidden)?;
+            let idx = Index::open(&dir)?;
+            for spec in &opts.modes {
+                let mode = spec.at(k);
+                let sq: Vec<Vec<(u32, f32)>> = q.iter().map(|v| enc.query(v, k, mode)).collect();
+                let deep = idx.search_batch(&sq, EVAL_DEPTH, 0)?;
+                let (p50, p99, _) = latencies(nq, |i| {
+                    idx.search(&sq[i], LATENCY_TOP, 0)
+                        .expect("queries come from the index's encoder")
+                });
+                let row = SparseRow {
+                    k,
+                    hidden,
+                    mode: mode.to_string(),
+                    metrics: evaluated(&deep),
+                    p50_ms: p50,
+                    p99_ms: p99,
+                    bytes: idx.stats().file_bytes,
+                    train_s,
+                };
+                tracing::info!(hidden, k, mode = %row.mode, ndcg10 = row.metrics.ndcg_at_10, p50_ms = row.p50_ms, "sparse");
+                sparse.push(row);
+            }
+            drop(idx);
+            std::fs::remove_dir_all(&dir).ok();
+        }
+    }
+    Ok(Report {
+        dataset: names.0.to_string(),
+        model: names.1.to_string(),
+        documents: corpus.nrows(),
+        queries: nq,
+        dense,
+        hnsw,
+        sparse,
+    })
+}
+
+impl Report {
+    /// Tables like the papers': the dense baselines, then one row per sparse configuration.
+    pub fn markdown(&self) -> String {
+        let mb = |b: usize| format!("{:.1}", b as f64 / 1e6);
+        let mut md = format!(
+            "# ksparse eval: {} ({} documents, {} queries), {}\n\nLatency: one top-{LATENCY_TOP} search at a time on one thread. Sparse rows search the on-disk index; bytes are its files.\n\n\
+             | engine | NDCG@10 | Recall@100 | MRR@10 | p50 ms | p99 ms | MB | build / train s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            self.dataset, self.documents, self.queries, self.model
+        );
+        for (name, r) in [("dense exact", &self.dense), ("HNSW", &self.hnsw)] {
+            md += &format!(
+                "| {name} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {} | {:.1} |\n",
+                r.metrics.ndcg_at_10,
+                r.metrics.recall_at_100,
+                r.metrics.mrr_at_10,
+                r.p50_ms,
+                r.p99_ms,
+                mb(r.bytes),
+                r.build_s
+            );
+        }
+        md += "\n| h | k | mode | NDCG@10 | Recall@100 | MRR@10 | p50 ms | p99 ms | MB | train s |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        for r in &self.sparse {
+            md += &format!(
+                "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {} | {:.1} |\n",
+                r.hidden,
+                r.k,
+                r.mode,
+                r.metrics.ndcg_at_10,
+                r.metrics.recall_at_100,
+                r.metrics.mrr_at_10,
+                r.p50_ms,
+                r.p99_ms,
+                mb(r.bytes),
+                r.train_s
+            );
+        }
+        md += "\n![NDCG@10 vs k](ndcg_vs_k.svg)\n![latency vs NDCG@10](latency_vs_ndcg.svg)\n![index bytes vs k](bytes_vs_k.svg)\n";
+        md
+    }
+
+    /// The three plots: (file name, SVG).
+    pub fn plots(&self) -> Vec<(&'static str, String)> {
+        // Series per (width, mode family): the mode with m resolved differs per k, so
+        // group by position in the mode list.
+        let mut groups: Vec<(String, Vec<&SparseRow>)> = Vec::new();
+        for r in &self.sparse {
+            let family = r.mode.split(':').next().unwrap_or(&r.mode);
+            let key = format!("h={} {}", r.hidden, family);
+            let same_k = |g: &Vec<&SparseRow>| g.iter().any(|x| x.k == r.k);
+            match groups.iter_mut().find(|g| g.0 == key && !same_k(&g.1)) {
+                Some(g) => g.1.push(r),
+                None => groups.push((key, vec![r])),
+            }
+        }
+        let name_of = |g: &[&SparseRow], key: &str| match g[0].mode.split_once(':') {
+            Some((_, m)) if g.len() > 1 && g[1].mode != g[0].mode => {
+                let times = m.parse::<usize>().unwrap_or(0) / g[0].k.max(1);
+                format!("{key}:{times}k")
+            }
+            Some((_, m)) => format!("{key}:{m}"),
+            None => key.to_string(),
+        };
+        let series = |f: &dyn Fn(&SparseRow) -> (f64, f64), line: bool| -> Vec<Series> {
+            groups
+                .iter()
+                .map(|(key, g)| Series {
+                    name: name_of(g, key),
+                    points: g.iter().map(|r| f(r)).collect(),
+                    line,
+                })
+                .collect()
+        };
+        let ndcg = Chart {
+            title: format!("{}: NDCG@10 vs k", self.dataset),
+            x_label: "k (active latents per document)".into(),
+            y_label: "NDCG@10".into(),
+            log2_x: true,
+            log10_y: false,
+            series: series(&|r| (r.k as f64, r.metrics.ndcg_at_10), true),
+            references: vec![
+                ("dense exact".into(), self.dense.metrics.ndcg_at_10),
+                ("HNSW".into(), self.hnsw.metrics.ndcg_at_10),
+            ],
+        };
+        let mut latency_series = series(&|r| (r.metrics.ndcg_at_10, r.p50_ms), true);
+        for (name, r) in [("dense exact", &self.dense), ("HNSW", &self.hnsw)] {
+            latency_series.push(Series {
+                name: name.into(),
+                points: vec![(r.metrics.ndcg_at_10, r.p50_ms)],
+                line: false,
+            });
+        }
+        let latency = Chart {
+            title: format!("{}: p50 latency vs NDCG@10", self.dataset),
+            x_label: "NDCG@10".into(),
+            y_label: "p50 ms (log scale)".into(),
+            log2_x: false,
+            log10_y: true,
+            series: latency_series,
+            references: Vec::new(),
+        };
+        let mut by_width: Vec<Series> = Vec::new();
+        for r in &self.sparse {
+            let name = format!("sparse index, h={}", r.hidden);
+            let point = (r.k as f64, r.bytes as f64 / 1e6);
+            match by_width.iter_mut().find(|s| s.name == name) {
+                Some(s) if !s.points.contains(&point) => s.points.push(point),
+                Some(_) => {}
+                None => by_width.push(Series {
+                    name,
+                    points: vec![point],
+                    line: true,
+                }),
+            }
+        }
+        let bytes = Chart {
+            title: format!("{}: index size vs k", self.dataset),
+            x_label: "k (active latents per document)".into(),
+            y_label: "MB".into(),
+            log2_x: true,
+            log10_y: false,
+            series: by_width,
+            references: vec![
+                ("dense vectors".into(), self.dense.bytes as f64 / 1e6),
+                ("HNSW".into(), self.hnsw.bytes as f64 / 1e6),
+            ],
+        };
+        vec![
+            ("ndcg_vs_k.svg", ndcg.svg()),
+            ("latency_vs_ndcg.svg", latency.svg()),
+            ("bytes_vs_k.svg", bytes.svg()),
+        ]
+    }
+
+    /// Writes report.json, report.md and the plots into `dir`, each atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        write_atomic(&dir.join("report.json"), |w| {
+            Ok(serde_json::to_writer_pretty(w, self)?)
+        })?;
+        let md = self.markdown();
+        write_atomic(&dir.join("report.md"), |w| Ok(w.write_all(md.as_bytes())?))?;
+        for (name, svg) in self.plots() {
+            write_atomic(&dir.join(name), |w| Ok(w.write_all(svg.as_bytes())?))?;
+        }
+        Ok(())
+    }
+}
