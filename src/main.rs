@@ -390,6 +390,10 @@ struct EvalArgs {
     /// (repeatable).
     #[arg(long)]
     train_on: Vec<PathBuf>,
+    /// Also train each encoder with InfoNCE on (query, relevant document) pairs from the
+    /// dataset's qrels/train.tsv, reported as supervised rows.
+    #[arg(long)]
+    supervised: bool,
     /// Cache of embeddings and encoders.
     #[arg(long, default_value = ".ksparse-cache")]
     cache: PathBuf,
@@ -1043,26 +1047,56 @@ fn eval_command(a: EvalArgs) -> Result<()> {
             names.join(","),
         )
     };
+    // Training pairs for the supervised rows: the training split's judged queries.
+    let pairs = if a.supervised {
+        let train = Dataset::load(&a.dataset, "train")
+            .context("--supervised needs the dataset's qrels/train.tsv (training judgements)")?;
+        let train_queries = embed(&train.queries, "training queries")?;
+        let pairs = Pairs::from_vectors(
+            (&train_queries, &train.queries.ids, "training queries"),
+            (&corpus, &ds.corpus.ids, "corpus"),
+            &train.qrels,
+            "qrels/train.tsv",
+        )?;
+        // The pairs' own bytes identify them in the encoder cache (texts and judgements).
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        for v in pairs.queries.iter().chain(&pairs.docs) {
+            sha2::Digest::update(&mut h, v.to_le_bytes());
+        }
+        let key = format!("{:x}", sha2::Digest::finalize(h));
+        Some((pairs, key))
+    } else {
+        None
+    };
     let dim = corpus.ncols();
     let opts = ksparse::eval::report::Options {
         ks: a.k.clone(),
         hidden: a.hidden.iter().map(|h| h.resolve(dim)).collect(),
         modes: a.modes.clone(),
         hnsw: (16, 200, 64),
+        supervised: a.supervised,
     };
-    let encoder_for = |hidden: usize, k: usize| -> Result<(SparseEncoder, f64)> {
-        let cfg = TrainConfig {
+    let encoder_for = |hidden: usize, k: usize, supervised: bool| -> Result<(SparseEncoder, f64)> {
+        let mut cfg = TrainConfig {
             hidden,
             k,
             epochs: a.epochs,
             seed: a.seed,
             ..TrainConfig::default()
         };
+        let (pairs, key) = match (&pairs, supervised) {
+            (Some((p, qkey)), true) => {
+                cfg.losses.nce = 1.0;
+                (Some(p), format!("{data_key}+pairs:{qkey}"))
+            }
+            _ => (None, data_key.clone()),
+        };
         let bar = progress(0, &format!("training h={hidden} k={k}"));
         let (enc, _, secs) = pipeline::train_cached(
             &a.cache,
-            &data_key,
+            &key,
             &train_vectors,
+            pairs,
             &cfg,
             (&source, train_vectors.nrows()),
             |done, total| {

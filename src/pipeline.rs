@@ -29,7 +29,7 @@ use crate::data::read_texts;
 use crate::embed::cache::{cache_key, embed_cached};
 use crate::embed::Embedder;
 use crate::encoder::scoring::ScoringMode;
-use crate::encoder::train::{train, TrainConfig};
+use crate::encoder::train::{train, Pairs, TrainConfig};
 use crate::encoder::{EncoderConfig, SparseEncoder, CONFIG_FILE, WEIGHTS_FILE};
 use crate::index::{self, Index};
 use crate::io::{open_lines, write_atomic, write_dir_atomic};
@@ -174,6 +174,7 @@ pub fn build(
                 opts.cache,
                 &cache_key(embedder, &texts)?,
                 &vectors,
+                None,
                 &opts.train,
                 (&opts.corpus.display().to_string(), n),
                 |done, total| progress(Stage::Train, done, total),
@@ -234,14 +235,16 @@ pub fn build(
     Ok(manifest)
 }
 
-/// The encoder for `vectors` (identified by `data_key`, e.g. their embedding cache key)
-/// under `cfg`, with its training seconds: from `cache/encoders/` when an identical run
-/// (same data, settings and ksparse version) finished before, otherwise trained and stored
-/// there. `source` names the data in the encoder's config.
+/// The encoder for `vectors` (and training `pairs`, if any; `data_key` identifies both,
+/// e.g. their embedding cache keys) under `cfg`, with its training seconds: from
+/// `cache/encoders/` when an identical run (same data, settings and ksparse version)
+/// finished before, otherwise trained and stored there. `source` names the data in the
+/// encoder's config.
 pub fn train_cached(
     cache: &Path,
     data_key: &str,
     vectors: &Array2<f32>,
+    pairs: Option<&Pairs>,
     cfg: &TrainConfig,
     source: (&str, usize),
     mut progress: impl FnMut(usize, usize),
@@ -272,7 +275,7 @@ pub fn train_cached(
         train(
             data.as_slice().expect("standard layout"),
             vectors.ncols(),
-            None,
+            pairs,
             cfg,
             &mut progress,
             |e| tracing::debug!(epoch = e.epoch, val_fvu = e.validation_fvu, "epoch"),

@@ -184,7 +184,11 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
             .arg("--model")
             .arg(&model)
             .args(["--k", "8,16", "--hidden", "2d", "--epochs", "3", "--json"])
-            .args(["--modes", "symmetric,symmetric:4k,reconstruction"])
+            .args([
+                "--modes",
+                "symmetric,symmetric:4k,reconstruction",
+                "--supervised",
+            ])
             .arg("--cache")
             .arg(dir.path().join("cache"))
             .arg("--output")
@@ -203,7 +207,13 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
         }
     }
     let sparse = report["sparse"].as_array().unwrap();
-    assert_eq!(sparse.len(), 2 * 3);
+    assert_eq!(
+        sparse.len(),
+        2 * 2 * 3,
+        "unsupervised and supervised × k × mode"
+    );
+    let supervised = sparse.iter().filter(|r| r["supervised"] == true).count();
+    assert_eq!(supervised, 2 * 3);
     for row in sparse {
         for key in [
             "k",
@@ -236,7 +246,7 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
     assert!(second.status.success(), "{}", stderr(&second));
     let log = stderr(&second);
     assert!(log.contains("embeddings from cache"), "{log}");
-    assert_eq!(log.matches("encoder from cache").count(), 2, "{log}");
+    assert_eq!(log.matches("encoder from cache").count(), 4, "{log}");
     let again: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
     for (a, b) in sparse.iter().zip(again["sparse"].as_array().unwrap()) {
         assert_eq!(a["ndcg@10"], b["ndcg@10"]);

@@ -36,6 +36,8 @@ pub struct Options {
     pub modes: Vec<ModeSpec>,
     /// HNSW links per node, candidates per insertion, candidates per search.
     pub hnsw: (usize, usize, usize),
+    /// Also train each encoder with InfoNCE on training pairs (supervised rows).
+    pub supervised: bool,
 }
 
 /// A dense engine's row.
@@ -61,6 +63,8 @@ pub struct SparseRow {
     pub k: usize,
     /// Latents.
     pub hidden: usize,
+    /// Whether the encoder was trained with InfoNCE on training pairs.
+    pub supervised: bool,
     /// Scoring mode, m resolved.
     pub mode: String,
     /// Mean metrics.
@@ -95,15 +99,15 @@ pub struct Report {
     pub sparse: Vec<SparseRow>,
 }
 
-/// Runs the evaluation. `encoder_for(hidden, k)` gives a trained encoder and its training
-/// seconds; `scratch` holds the temporary index folders.
+/// Runs the evaluation. `encoder_for(hidden, k, supervised)` gives a trained encoder and
+/// its training seconds; `scratch` holds the temporary index folders.
 pub fn run(
     dataset: &Dataset,
     names: (&str, &str),
     corpus: &Array2<f32>,
     queries: &Array2<f32>,
     opts: &Options,
-    mut encoder_for: impl FnMut(usize, usize) -> Result<(SparseEncoder, f64)>,
+    mut encoder_for: impl FnMut(usize, usize, bool) -> Result<(SparseEncoder, f64)>,
     scratch: &Path,
 ) -> Result<Report> {
     if opts.ks.is_empty() || opts.hidden.is_empty() || opts.modes.is_empty() {
@@ -158,36 +162,45 @@ pub fn run(
     let data = corpus.as_standard_layout();
     let data = data.as_slice().expect("standard layout");
     let mut sparse = Vec::new();
+    let supervision: &[bool] = if opts.supervised {
+        &[false, true]
+    } else {
+        &[false]
+    };
     for &hidden in &opts.hidden {
-        for &k in &opts.ks {
-            let (enc, train_s) = encoder_for(hidden, k)?;
-            let dir = scratch.join(format!("index-h{hidden}-k{k}"));
-            let codes = enc.encode(data, corpus.nrows(), k);
-            index::build(&dir, &codes, &dataset.corpus.ids, enc.hidden)?;
-            let idx = Index::open(&dir)?;
-            for spec in &opts.modes {
-                let mode = spec.at(k);
-                let sq: Vec<Vec<(u32, f32)>> = q.iter().map(|v| enc.query(v, k, mode)).collect();
-                let deep = idx.search_batch(&sq, EVAL_DEPTH, 0)?;
-                let (p50, p99, _) = latencies(nq, |i| {
-                    idx.search(&sq[i], LATENCY_TOP, 0)
-                        .expect("queries come from the index's encoder")
-                });
-                let row = SparseRow {
-                    k,
-                    hidden,
-                    mode: mode.to_string(),
-                    metrics: evaluated(&deep),
-                    p50_ms: p50,
-                    p99_ms: p99,
-                    bytes: idx.stats().file_bytes,
-                    train_s,
-                };
-                tracing::info!(hidden, k, mode = %row.mode, ndcg10 = row.metrics.ndcg_at_10, p50_ms = row.p50_ms, "sparse");
-                sparse.push(row);
+        for &supervised in supervision {
+            for &k in &opts.ks {
+                let (enc, train_s) = encoder_for(hidden, k, supervised)?;
+                let dir = scratch.join(format!("index-h{hidden}-k{k}-{supervised}"));
+                let codes = enc.encode(data, corpus.nrows(), k);
+                index::build(&dir, &codes, &dataset.corpus.ids, enc.hidden)?;
+                let idx = Index::open(&dir)?;
+                for spec in &opts.modes {
+                    let mode = spec.at(k);
+                    let sq: Vec<Vec<(u32, f32)>> =
+                        q.iter().map(|v| enc.query(v, k, mode)).collect();
+                    let deep = idx.search_batch(&sq, EVAL_DEPTH, 0)?;
+                    let (p50, p99, _) = latencies(nq, |i| {
+                        idx.search(&sq[i], LATENCY_TOP, 0)
+                            .expect("queries come from the index's encoder")
+                    });
+                    let row = SparseRow {
+                        k,
+                        hidden,
+                        supervised,
+                        mode: mode.to_string(),
+                        metrics: evaluated(&deep),
+                        p50_ms: p50,
+                        p99_ms: p99,
+                        bytes: idx.stats().file_bytes,
+                        train_s,
+                    };
+                    tracing::info!(hidden, k, supervised, mode = %row.mode, ndcg10 = row.metrics.ndcg_at_10, p50_ms = row.p50_ms, "sparse");
+                    sparse.push(row);
+                }
+                drop(idx);
+                std::fs::remove_dir_all(&dir).ok();
             }
-            drop(idx);
-            std::fs::remove_dir_all(&dir).ok();
         }
     }
     Ok(Report {
@@ -223,12 +236,14 @@ impl Report {
             );
         }
         md += "\n| h | k | mode | NDCG@10 | Recall@100 | MRR@10 | p50 ms | p99 ms | MB | train s |\n|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        let supervised_mark = |r: &SparseRow| if r.supervised { " (supervised)" } else { "" };
         for r in &self.sparse {
             md += &format!(
-                "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {} | {:.1} |\n",
+                "| {} | {} | {}{} | {:.4} | {:.4} | {:.4} | {:.3} | {:.3} | {} | {:.1} |\n",
                 r.hidden,
                 r.k,
                 r.mode,
+                supervised_mark(r),
                 r.metrics.ndcg_at_10,
                 r.metrics.recall_at_100,
                 r.metrics.mrr_at_10,
@@ -249,7 +264,8 @@ impl Report {
         let mut groups: Vec<(String, Vec<&SparseRow>)> = Vec::new();
         for r in &self.sparse {
             let family = r.mode.split(':').next().unwrap_or(&r.mode);
-            let key = format!("h={} {}", r.hidden, family);
+            let sup = if r.supervised { " sup" } else { "" };
+            let key = format!("h={}{sup} {}", r.hidden, family);
             let same_k = |g: &Vec<&SparseRow>| g.iter().any(|x| x.k == r.k);
             match groups.iter_mut().find(|g| g.0 == key && !same_k(&g.1)) {
                 Some(g) => g.1.push(r),
