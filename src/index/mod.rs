@@ -122,12 +122,16 @@ impl Index {
         })?;
         let meta: Meta = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a valid index commit", meta_path.display()))?;
-        if meta.format != "ksparse-index" || meta.version != segment::VERSION {
+        // Each segment checks its own version on open; the commit's version is the one its
+        // first segment was written in, and any readable version is accepted.
+        let readable = segment::OLDEST_READ..=segment::VERSION;
+        if meta.format != "ksparse-index" || !readable.contains(&meta.version) {
             bail!(
-                "{}: format {:?} version {}; this build reads ksparse-index version {}",
+                "{}: format {:?} version {}; this build reads ksparse-index versions {} to {}",
                 meta_path.display(),
                 meta.format,
                 meta.version,
+                segment::OLDEST_READ,
                 segment::VERSION
             );
         }
@@ -511,6 +515,33 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("width"));
+    }
+
+    #[test]
+    fn version_1_indexes_open_and_take_new_segments() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let codes = random_codes(&mut rng, 40, 64, 6);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idx");
+        build(&path, &codes, &ids(40), 64).unwrap();
+        // Rewrite it as a version-1 index: v1 segment bytes, v1 commit.
+        let mut meta: Meta =
+            serde_json::from_str(&std::fs::read_to_string(path.join(META_FILE)).unwrap()).unwrap();
+        let v1 = segment::encode_as(1, &codes, &ids(40), 64);
+        std::fs::write(path.join(&meta.segments[0].file), v1).unwrap();
+        meta.version = 1;
+        write_meta(&path, &meta).unwrap();
+        let query = [(3u32, 1.0f32), (17, 0.5)];
+        let before = Index::open(&path).unwrap().search(&query, 5, 0).unwrap();
+        assert_eq!(
+            before,
+            query::search_brute_force(&Index::open(&path).unwrap(), &query, 5)
+        );
+        let more: Vec<String> = (40..50).map(|i| format!("doc-{i}")).collect();
+        writer::add(&path, &random_codes(&mut rng, 10, 64, 6), &more, 64).unwrap();
+        let after = Index::open(&path).unwrap();
+        assert_eq!(after.len(), 50);
+        assert_eq!(after.id(45), "doc-45");
     }
 
     #[test]

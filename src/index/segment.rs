@@ -31,8 +31,8 @@ pub const MAGIC: &[u8; 8] = b"KSPXSEG1";
 /// Segment format version this build writes. Version 1 (u32 latents in the forward
 /// index) is still read.
 pub const VERSION: u32 = 2;
-/// The oldest version this build reads.
-const OLDEST_READ: u32 = 1;
+/// The oldest segment version this build reads.
+pub const OLDEST_READ: u32 = 1;
 
 /// Bytes of a latent id in the forward index of a segment of `version` and width `hidden`.
 fn forward_id_bytes(version: u32, hidden: usize) -> usize {
@@ -94,7 +94,12 @@ pub fn encode(codes: &[SparseCode], ids: &[String], hidden: usize) -> Vec<u8> {
 }
 
 /// [`encode`] in format `version` (older versions are written only by tests).
-fn encode_as(version: u32, codes: &[SparseCode], ids: &[String], hidden: usize) -> Vec<u8> {
+pub(super) fn encode_as(
+    version: u32,
+    codes: &[SparseCode],
+    ids: &[String],
+    hidden: usize,
+) -> Vec<u8> {
     let max = codes
         .iter()
         .flat_map(|c| c.values.iter().copied())
