@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::timed;
 use crate::data::{read_qrels, Dataset};
 use crate::encoder::loss::LossWeights;
-use crate::encoder::scoring::{ModeSpec, ScoringMode};
+use crate::encoder::scoring::{mode_family, ModeSpec, ScoringMode};
 use crate::encoder::train::{train, Pairs, TrainConfig};
 use crate::encoder::Hidden;
 use crate::eval::{dense_exact, sparse_exact_modes, Metrics};
@@ -329,17 +329,6 @@ impl Report {
             }
         }
         md
-    }
-}
-
-/// A mode's label independent of k: `symmetric:128` at k = 32 prints as `symmetric:4k`.
-fn mode_family(mode: &str, k: usize) -> String {
-    match mode.split_once(':') {
-        Some(("symmetric", m)) => match m.parse::<usize>() {
-            Ok(m) if m % k == 0 => format!("symmetric:{}k", m / k),
-            _ => mode.to_string(),
-        },
-        _ => mode.to_string(),
     }
 }
 

@@ -86,8 +86,8 @@ pub struct Row {
     pub sparse_recall_at_10: Option<f64>,
 }
 
-/// A row as `py_search.py` prints it.
-#[derive(Debug, Deserialize)]
+/// A row as `py_search.py` prints it: measurements, or why the engine was skipped.
+#[derive(Debug, Default, Deserialize)]
 struct PythonRow {
     engine: String,
     k: Option<usize>,
@@ -384,7 +384,11 @@ pub fn run(
                 scratch,
             )? {
                 Ok(rows) => rows,
-                Err(why) => vec![PythonRow::skipped_all(why)],
+                Err(why) => vec![PythonRow {
+                    engine: "python baselines".into(),
+                    skipped: Some(why),
+                    ..PythonRow::default()
+                }],
             };
             for r in rows {
                 let Some(found) = r.hits else {
@@ -419,23 +423,6 @@ pub fn run(
         }
     }
     Ok(report)
-}
-
-impl PythonRow {
-    /// The whole baseline script could not run.
-    fn skipped_all(why: String) -> Self {
-        Self {
-            engine: "python baselines".into(),
-            k: None,
-            p50_ms: None,
-            p99_ms: None,
-            qps: None,
-            bytes: None,
-            build_s: None,
-            hits: None,
-            skipped: Some(why),
-        }
-    }
 }
 
 impl Report {

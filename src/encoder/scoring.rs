@@ -105,6 +105,17 @@ impl std::fmt::Display for ModeSpec {
     }
 }
 
+/// A mode's label independent of k: `symmetric:128` at k = 32 prints as `symmetric:4k`.
+pub fn mode_family(mode: &str, k: usize) -> String {
+    match mode.split_once(':') {
+        Some(("symmetric", m)) => match m.parse::<usize>() {
+            Ok(m) if m % k == 0 => format!("symmetric:{}k", m / k),
+            _ => mode.to_string(),
+        },
+        _ => mode.to_string(),
+    }
+}
+
 impl SparseEncoder {
     /// The sparse query for dense query vector `q` under `mode` (`k`: the documents' code
     /// length, used by `symmetric` without its own m).

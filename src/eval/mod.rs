@@ -139,7 +139,7 @@ pub fn sparse_exact_modes(
 }
 
 /// The run made of the dataset's queries' hits, and its evaluation.
-fn score_hits(
+pub(crate) fn score_hits(
     dataset: &Dataset,
     hits: &[Vec<Hit>],
     ignore_identical_ids: bool,

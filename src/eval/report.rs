@@ -11,11 +11,11 @@ use ndarray::{Array2, ArrayView1};
 use serde::Serialize;
 
 use super::plot::{Chart, Series};
-use super::{evaluate, run_from_hits, Metrics, EVAL_DEPTH};
+use super::{score_hits, Metrics, EVAL_DEPTH};
 use crate::bench::search::{latencies, resident_bytes};
 use crate::bench::timed;
 use crate::data::Dataset;
-use crate::encoder::scoring::ModeSpec;
+use crate::encoder::scoring::{mode_family, ModeSpec};
 use crate::encoder::SparseEncoder;
 use crate::index::{self, Index};
 use crate::io::write_atomic;
@@ -123,10 +123,7 @@ pub fn run(
     }
     let nq = queries.nrows();
     let q: Vec<Vec<f32>> = queries.rows().into_iter().map(|r| r.to_vec()).collect();
-    let evaluated = |hits: &[Vec<Hit>]| {
-        let run = run_from_hits(&dataset.queries.ids, &dataset.corpus.ids, hits, false);
-        evaluate(&dataset.qrels, &run).mean
-    };
+    let evaluated = |hits: &[Vec<Hit>]| score_hits(dataset, hits, false).0.mean;
 
     let flat = FlatIndex::new(corpus.clone());
     let deep = flat.search_batch(queries, EVAL_DEPTH);
@@ -259,32 +256,21 @@ impl Report {
 
     /// The three plots: (file name, SVG).
     pub fn plots(&self) -> Vec<(&'static str, String)> {
-        // Series per (width, mode family): the mode with m resolved differs per k, so
-        // group by position in the mode list.
+        // One series per width, supervision and mode family (`symmetric:4k` across k).
         let mut groups: Vec<(String, Vec<&SparseRow>)> = Vec::new();
         for r in &self.sparse {
-            let family = r.mode.split(':').next().unwrap_or(&r.mode);
             let sup = if r.supervised { " sup" } else { "" };
-            let key = format!("h={}{sup} {}", r.hidden, family);
-            let same_k = |g: &Vec<&SparseRow>| g.iter().any(|x| x.k == r.k);
-            match groups.iter_mut().find(|g| g.0 == key && !same_k(&g.1)) {
+            let key = format!("h={}{sup} {}", r.hidden, mode_family(&r.mode, r.k));
+            match groups.iter_mut().find(|g| g.0 == key) {
                 Some(g) => g.1.push(r),
                 None => groups.push((key, vec![r])),
             }
         }
-        let name_of = |g: &[&SparseRow], key: &str| match g[0].mode.split_once(':') {
-            Some((_, m)) if g.len() > 1 && g[1].mode != g[0].mode => {
-                let times = m.parse::<usize>().unwrap_or(0) / g[0].k.max(1);
-                format!("{key}:{times}k")
-            }
-            Some((_, m)) => format!("{key}:{m}"),
-            None => key.to_string(),
-        };
         let series = |f: &dyn Fn(&SparseRow) -> (f64, f64), line: bool| -> Vec<Series> {
             groups
                 .iter()
                 .map(|(key, g)| Series {
-                    name: name_of(g, key),
+                    name: key.clone(),
                     points: g.iter().map(|r| f(r)).collect(),
                     line,
                 })
