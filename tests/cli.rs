@@ -397,6 +397,7 @@ fn index_build_stats_search_and_bench_search() {
     let report = json_of(
         ksparse()
             .args(["bench", "search", "--n", "300,600", "--k", "4"])
+            .args(["--modes", "symmetric,reconstruction"])
             .args(["--query-count", "20", "--json", "--embeddings"])
             .arg(&x)
             .arg("--encoder")
@@ -408,7 +409,14 @@ fn index_build_stats_search_and_bench_search() {
     let engines: Vec<&str> = rows.iter().map(|r| r["engine"].as_str().unwrap()).collect();
     // Ours at each size; then the Python baselines whose packages import here, the others
     // named as skipped (with the default `--python python3`).
-    let ours = ["dense-flat", "hnsw", "sparse-exact"];
+    let ours = [
+        "dense-flat",
+        "hnsw",
+        "sparse-exact",
+        "sparse-exact-taat",
+        "sparse-exact",
+        "sparse-exact-taat",
+    ];
     let baselines = ["faiss-flat", "hnswlib", "seismic", "scipy-csr"];
     for n in [300, 600] {
         let at_n: Vec<&str> = rows
@@ -416,9 +424,9 @@ fn index_build_stats_search_and_bench_search() {
             .filter(|r| r["n"] == n)
             .map(|r| r["engine"].as_str().unwrap())
             .collect();
-        assert_eq!(at_n[..3], ours, "{engines:?}");
+        assert_eq!(at_n[..6], ours, "{engines:?}");
         assert!(
-            at_n[3..].iter().all(|e| baselines.contains(e)),
+            at_n[6..].iter().all(|e| baselines.contains(e)),
             "{engines:?}"
         );
     }
@@ -440,6 +448,29 @@ fn index_build_stats_search_and_bench_search() {
             assert!((0.0..=1.0).contains(&sparse_recall), "{r}");
         }
     }
+    // Pruned and term-at-a-time search return the same hits, in each scoring mode.
+    let ours_sparse: Vec<&serde_json::Value> = rows
+        .iter()
+        .filter(|r| r["engine"] == "sparse-exact" || r["engine"] == "sparse-exact-taat")
+        .collect();
+    for pair in ours_sparse.chunks(2) {
+        assert_eq!(pair[0]["mode"], pair[1]["mode"]);
+        for key in ["recall@10", "sparse_recall@10"] {
+            assert_eq!(pair[0][key], pair[1][key], "{key}: {pair:?}");
+        }
+    }
+    let modes: Vec<&str> = ours_sparse[..4]
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        modes,
+        ["symmetric"; 2]
+            .iter()
+            .chain(&["reconstruction"; 2])
+            .copied()
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]

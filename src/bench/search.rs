@@ -5,6 +5,9 @@
 //! is a real one plus Gaussian noise, renormalised, so sparse codes keep a realistic latent
 //! usage. Latency is single-threaded (one query at a time on the calling thread); QPS runs
 //! all queries on all threads. recall@10 is the overlap with dense exact search's top 10.
+//! The sparse index runs twice on the same index: as it searches by default
+//! (`sparse-exact`, block-max) and term-at-a-time (`sparse-exact-taat`), the baseline its
+//! pruning is measured against.
 //!
 //! Given a Python interpreter, the same run adds the engines users run today on the same
 //! vectors and codes (`py_search.py`): faiss flat, hnswlib, SEISMIC and a SciPy sparse
@@ -22,8 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{run_python_baseline, timed};
 use crate::encoder::codes::{write_codes, SparseCode};
+use crate::encoder::scoring::ModeSpec;
 use crate::encoder::train::add_noise;
 use crate::encoder::SparseEncoder;
+use crate::index::query::{self, Strategy};
 use crate::index::{self, Index};
 use crate::io::write_npy;
 use crate::search::dense::FlatIndex;
@@ -40,6 +45,8 @@ pub struct Options {
     pub ns: Vec<usize>,
     /// Code lengths of the sparse rows.
     pub ks: Vec<usize>,
+    /// Scoring modes of the sparse queries (each measured with and without pruning).
+    pub modes: Vec<ModeSpec>,
     /// Queries to time (taken from the front of the query set).
     pub queries: usize,
     /// HNSW links per node.
@@ -66,6 +73,10 @@ pub struct Row {
     pub n: usize,
     /// Code length (sparse rows only).
     pub k: Option<usize>,
+    /// Scoring mode of the queries (our sparse rows only; the Python engines search the
+    /// symmetric query codes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
     /// Median single-threaded latency, milliseconds.
     pub p50_ms: f64,
     /// 99th-percentile single-threaded latency, milliseconds.
@@ -268,6 +279,7 @@ pub fn run(
                 engine: "dense-flat".into(),
                 n,
                 k: None,
+                mode: None,
                 p50_ms: p50,
                 p99_ms: p99,
                 qps,
@@ -290,6 +302,7 @@ pub fn run(
                 engine: "hnsw".into(),
                 n,
                 k: None,
+                mode: None,
                 p50_ms: p50,
                 p99_ms: p99,
                 qps,
@@ -306,9 +319,9 @@ pub fn run(
         let mut sparse_exact = Vec::new();
         for (k, enc) in &encoders {
             let dir = scratch.join(format!("sparse-n{n}-k{k}"));
+            let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
             let (codes, build_s) = timed(|| -> Result<Vec<SparseCode>> {
                 let codes = enc.encode(xs, n, *k);
-                let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
                 index::build(&dir, &codes, &ids, enc.hidden)?;
                 Ok(codes)
             });
@@ -322,39 +335,58 @@ pub fn run(
                     enc.hidden,
                 )?;
             }
-            let sparse_q: Vec<Vec<(u32, f32)>> = query_codes
+            // The reference of sparse recall: exact f32 dot products (the index scores
+            // quantised weights, so it may differ in near-ties).
+            let reference = SparseIndex::new(&codes, enc.hidden);
+            drop(codes);
+            let exact_of = |queries: &[Vec<(u32, f32)>]| -> Vec<Vec<u32>> {
+                let hits: Vec<Vec<Hit>> =
+                    queries.iter().map(|q| reference.search(q, TOP)).collect();
+                docs_of(&hits)
+            };
+            // The Python engines search the symmetric query codes.
+            let symmetric: Vec<Vec<(u32, f32)>> = query_codes
                 .into_iter()
                 .map(|c| c.ids.into_iter().zip(c.values).collect())
                 .collect();
-            // The reference of sparse recall: exact f32 dot products (the index scores
-            // quantised weights, so it may differ in near-ties).
-            let exact_sparse: Vec<Vec<u32>> = {
-                let reference = SparseIndex::new(&codes, enc.hidden);
-                let hits: Vec<Vec<Hit>> =
-                    sparse_q.iter().map(|q| reference.search(q, TOP)).collect();
-                docs_of(&hits)
-            };
-            drop(codes);
+            sparse_exact.push((*k, exact_of(&symmetric)));
             let idx = Index::open(&dir)?;
-            let (p50, p99, qps, hits) = measure(nq, |i| {
-                idx.search(&sparse_q[i], TOP, 0).expect("checked query")
-            });
-            push(
-                Row {
-                    engine: "sparse-exact".into(),
-                    n,
-                    k: Some(*k),
-                    p50_ms: p50,
-                    p99_ms: p99,
-                    qps,
-                    bytes: idx.stats().file_bytes,
-                    build_s,
-                    recall_at_10: recall(&docs_of(&hits), &exact),
-                    sparse_recall_at_10: Some(recall(&docs_of(&hits), &exact_sparse)),
-                },
-                &mut report,
-            );
-            sparse_exact.push((*k, exact_sparse));
+            let rows = idx.rows_in(&ids)?;
+            for spec in &opts.modes {
+                let mode = spec.at(*k);
+                let sparse_q: Vec<Vec<(u32, f32)>> =
+                    q.iter().map(|v| enc.query(v, *k, mode)).collect();
+                let exact_sparse = exact_of(&sparse_q);
+                // The engine as it searches by default (`Auto`: block-max on these
+                // queries), and term-at-a-time over the same index as the baseline of its
+                // pruning.
+                for (engine, strategy) in [
+                    ("sparse-exact", Strategy::Auto),
+                    ("sparse-exact-taat", Strategy::TermAtATime),
+                ] {
+                    let (p50, p99, qps, mut hits) =
+                        measure(nq, |i| query::search(&idx, &sparse_q[i], TOP, strategy));
+                    for h in hits.iter_mut().flatten() {
+                        h.doc = rows[h.doc as usize];
+                    }
+                    push(
+                        Row {
+                            engine: engine.into(),
+                            n,
+                            k: Some(*k),
+                            mode: Some(mode.to_string()),
+                            p50_ms: p50,
+                            p99_ms: p99,
+                            qps,
+                            bytes: idx.stats().file_bytes,
+                            build_s,
+                            recall_at_10: recall(&docs_of(&hits), &exact),
+                            sparse_recall_at_10: Some(recall(&docs_of(&hits), &exact_sparse)),
+                        },
+                        &mut report,
+                    );
+                }
+            }
             drop(idx);
             std::fs::remove_dir_all(&dir).ok();
         }
@@ -408,6 +440,7 @@ pub fn run(
                         engine: r.engine,
                         n,
                         k: r.k,
+                        mode: None,
                         p50_ms: r.p50_ms.unwrap_or(f64::NAN),
                         p99_ms: r.p99_ms.unwrap_or(f64::NAN),
                         qps: r.qps.unwrap_or(f64::NAN),
@@ -429,7 +462,7 @@ impl Report {
     /// The report as a Markdown table, with ratios to dense flat search at each size.
     pub fn markdown(&self) -> String {
         let mut md = format!(
-            "# ksparse bench search\n\n{} real {}-d vectors (larger collections generated near them), {} timed queries, top {TOP}; latency single-threaded, QPS on {} threads; sparse width {}. recall@10 = overlap with dense exact top 10; sparse recall@10 = overlap with the exact sparse top 10 at the same k.\n\n| engine | n | k | p50 ms | p99 ms | QPS | bytes | build s | recall@10 | sparse recall@10 | p50 vs dense flat |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "# ksparse bench search\n\n{} real {}-d vectors (larger collections generated near them), {} timed queries, top {TOP}; latency single-threaded, QPS on {} threads; sparse width {}. recall@10 = overlap with dense exact top 10; sparse recall@10 = overlap with the exact sparse top 10 at the same k.\n\n| engine | n | k | mode | p50 ms | p99 ms | QPS | bytes | build s | recall@10 | sparse recall@10 | p50 vs dense flat |\n|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             self.real_vectors, self.dim, self.queries, self.threads, self.hidden
         );
         for r in &self.rows {
@@ -439,10 +472,11 @@ impl Report {
                 .find(|f| f.engine == "dense-flat" && f.n == r.n)
                 .map_or(f64::NAN, |f| f.p50_ms);
             md += &format!(
-                "| {} | {} | {} | {:.3} | {:.3} | {:.0} | {} | {:.2} | {:.3} | {} | {:.1}× faster |\n",
+                "| {} | {} | {} | {} | {:.3} | {:.3} | {:.0} | {} | {:.2} | {:.3} | {} | {:.1}× faster |\n",
                 r.engine,
                 r.n,
                 r.k.map_or("–".into(), |k| k.to_string()),
+                r.mode.as_deref().unwrap_or("–"),
                 r.p50_ms,
                 r.p99_ms,
                 r.qps,

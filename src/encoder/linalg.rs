@@ -103,8 +103,8 @@ pub fn top_indices(values: &[f32], k: usize) -> Vec<u32> {
     idx
 }
 
-/// A candidate of [`heap_top`]; greater = better (higher value, then lower index).
-#[derive(PartialEq)]
+/// A candidate of [`TopK`]; greater = better (higher value, then lower index).
+#[derive(Clone, PartialEq)]
 struct Candidate(f32, u32);
 
 impl Eq for Candidate {}
@@ -121,42 +121,82 @@ impl Ord for Candidate {
     }
 }
 
-/// The k best indices (unordered) in one pass; scanning in index order, a later equal
-/// value never displaces an earlier one, so ties go to the lower index. Values are
-/// compared 16 at a time against the heap's worst first (a vectorised test): once the heap
-/// is full almost every chunk is below it and is passed over without touching the heap.
-fn heap_top(values: &[f32], k: usize) -> Vec<u32> {
-    use std::cmp::Reverse;
-    const CHUNK: usize = 16;
-    let mut heap: std::collections::BinaryHeap<Reverse<Candidate>> =
-        std::collections::BinaryHeap::with_capacity(k + 1);
-    let offer = |heap: &mut std::collections::BinaryHeap<Reverse<Candidate>>, i: usize, v: f32| {
-        if heap.len() < k {
-            heap.push(Reverse(Candidate(v, i as u32)));
-        } else if let Some(Reverse(worst)) = heap.peek() {
-            if v.total_cmp(&worst.0).is_gt() {
-                heap.pop();
-                heap.push(Reverse(Candidate(v, i as u32)));
-            }
-        }
-    };
-    for (c, chunk) in values.chunks(CHUNK).enumerate() {
-        if heap.len() == k {
-            let worst = heap.peek().map_or(f32::INFINITY, |Reverse(w)| w.0);
-            // Strictly below the worst in the partial order: cannot enter (a NaN or an
-            // equal value takes the exact path below).
-            let any_candidate = chunk
-                .iter()
-                .fold(false, |any, &v| any | (v >= worst) | v.is_nan());
-            if !any_candidate {
-                continue;
-            }
-        }
-        for (o, &v) in chunk.iter().enumerate() {
-            offer(&mut heap, c * CHUNK + o, v);
+/// The `k` best (value, index) pairs offered so far, in any offering order: higher value
+/// first (f32 total order), ties to the lower index. A k-element min-heap, so an offer
+/// below the current worst costs one comparison.
+#[derive(Clone)]
+pub struct TopK {
+    k: usize,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Candidate>>,
+}
+
+impl TopK {
+    /// An empty collector of the `k` best.
+    pub fn new(k: usize) -> Self {
+        Self {
+            k,
+            heap: std::collections::BinaryHeap::with_capacity(k + 1),
         }
     }
-    heap.into_iter().map(|Reverse(c)| c.1).collect()
+
+    /// The worst kept value once `k` are kept (a candidate must reach it to enter),
+    /// `None` before.
+    pub fn threshold(&self) -> Option<f32> {
+        (self.heap.len() == self.k)
+            .then(|| self.heap.peek().map(|w| w.0 .0))
+            .flatten()
+    }
+
+    /// Offers `value` for `index`.
+    #[inline]
+    pub fn offer(&mut self, value: f32, index: u32) {
+        let c = Candidate(value, index);
+        if self.heap.len() < self.k {
+            self.heap.push(std::cmp::Reverse(c));
+        } else if let Some(mut worst) = self.heap.peek_mut() {
+            if c > worst.0 {
+                *worst = std::cmp::Reverse(c);
+            }
+        }
+    }
+
+    /// Offers `values[o]` for index `first + o`, each o. Values are compared 16 at a time
+    /// against the worst kept first (a vectorised test): once the collector is full almost
+    /// every chunk is below it and is passed over without touching the heap.
+    pub fn offer_slice(&mut self, values: &[f32], first: u32) {
+        const CHUNK: usize = 16;
+        for (c, chunk) in values.chunks(CHUNK).enumerate() {
+            if let Some(worst) = self.threshold() {
+                // Strictly below the worst in the partial order: cannot enter (a NaN or an
+                // equal value takes the exact path below).
+                let any_candidate = chunk
+                    .iter()
+                    .fold(false, |any, &v| any | (v >= worst) | v.is_nan());
+                if !any_candidate {
+                    continue;
+                }
+            }
+            for (o, &v) in chunk.iter().enumerate() {
+                self.offer(v, first + (c * CHUNK + o) as u32);
+            }
+        }
+    }
+
+    /// The kept (value, index) pairs, best first.
+    pub fn into_sorted(self) -> Vec<(f32, u32)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|std::cmp::Reverse(c)| (c.0, c.1))
+            .collect()
+    }
+}
+
+/// The k best indices (unordered) in one pass.
+fn heap_top(values: &[f32], k: usize) -> Vec<u32> {
+    let mut best = TopK::new(k);
+    best.offer_slice(values, 0);
+    best.into_sorted().into_iter().map(|(_, i)| i).collect()
 }
 
 #[cfg(test)]

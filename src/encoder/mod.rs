@@ -25,7 +25,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use codes::SparseCode;
-pub use linalg::top_indices;
+pub use linalg::{top_indices, TopK};
 
 /// Model file names inside an encoder folder.
 pub const CONFIG_FILE: &str = "config.json";

@@ -172,11 +172,15 @@ pub fn run(
                 let codes = enc.encode(data, corpus.nrows(), k);
                 index::build(&dir, &codes, &dataset.corpus.ids, enc.hidden)?;
                 let idx = Index::open(&dir)?;
+                let rows = idx.rows_in(&dataset.corpus.ids)?;
                 for spec in &opts.modes {
                     let mode = spec.at(k);
                     let sq: Vec<Vec<(u32, f32)>> =
                         q.iter().map(|v| enc.query(v, k, mode)).collect();
-                    let deep = idx.search_batch(&sq, EVAL_DEPTH, 0)?;
+                    let mut deep = idx.search_batch(&sq, EVAL_DEPTH, 0)?;
+                    for h in deep.iter_mut().flatten() {
+                        h.doc = rows[h.doc as usize];
+                    }
                     let (p50, p99, _) = latencies(nq, |i| {
                         idx.search(&sq[i], LATENCY_TOP, 0)
                             .expect("queries come from the index's encoder")

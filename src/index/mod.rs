@@ -11,6 +11,7 @@
 //! Search ([`query`]) is exact over the stored (quantised) weights; an optional rescoring
 //! pass recomputes the top R with the exact f32 codes of the forward index.
 
+pub mod order;
 pub mod postings;
 pub mod query;
 pub mod segment;
@@ -202,6 +203,26 @@ impl Index {
         self.segments[s].id(local)
     }
 
+    /// For each document number of the index, the row of its external id in `ids`: how a
+    /// caller that built the index from rows maps hits back to them (segments store their
+    /// documents in their own, clustered, order).
+    pub fn rows_in(&self, ids: &[String]) -> Result<Vec<u32>> {
+        let row_of: std::collections::HashMap<&str, u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(r, id)| (id.as_str(), r as u32))
+            .collect();
+        (0..self.len() as u32)
+            .map(|d| {
+                let id = self.id(d);
+                row_of
+                    .get(id)
+                    .copied()
+                    .with_context(|| format!("index document {id:?} is not in the id list"))
+            })
+            .collect()
+    }
+
     fn locate(&self, doc: u32) -> (usize, usize) {
         let s = self.bases.partition_point(|&b| b <= doc as usize) - 1;
         (s, doc as usize - self.bases[s])
@@ -240,7 +261,7 @@ impl Index {
     pub fn search(&self, query: &[(u32, f32)], top: usize, rescore: usize) -> Result<Vec<Hit>> {
         self.check_query(query)?;
         let depth = if rescore > 0 { rescore.max(top) } else { top };
-        let mut hits = query::search_taat(self, query, depth);
+        let mut hits = query::search(self, query, depth, query::Strategy::Auto);
         if rescore > 0 {
             for h in &mut hits {
                 h.score = self.exact_score(query, h.doc);
@@ -282,7 +303,7 @@ impl Index {
     /// Counts for `ksparse index stats`.
     pub fn stats(&self) -> Stats {
         let mut usage = vec![0usize; self.hidden()];
-        let mut parts = [0usize; 5];
+        let mut parts = [0usize; 7];
         for seg in &self.segments {
             for (j, u) in usage.iter_mut().enumerate() {
                 *u += seg.term_len(j);
@@ -310,6 +331,8 @@ impl Index {
                 postings: parts[2],
                 forward: parts[3],
                 ids: parts[4],
+                block_max: parts[5],
+                forward_quantised: parts[6],
             },
             latent_usage: Histogram::of(&usage),
         }
@@ -329,6 +352,10 @@ pub struct PartBytes {
     pub forward: usize,
     /// External id map.
     pub ids: usize,
+    /// Per-block maxima of each latent (block-max search bounds).
+    pub block_max: usize,
+    /// Quantised weights of the forward index (block-max search scores).
+    pub forward_quantised: usize,
 }
 
 /// `ksparse index stats` output.
@@ -391,7 +418,7 @@ impl Stats {
     pub fn text(&self) -> String {
         let b = &self.bytes;
         let mut s = format!(
-            "documents   {} ({} deleted)\nwidth       {}\nsegments    {}\npostings    {} ({:.1} per document)\nbytes       {} total: postings {}, block directory {}, terms {}, forward index {}, ids {}\nlatents     {} unused, median list {}, longest {}\n",
+            "documents   {} ({} deleted)\nwidth       {}\nsegments    {}\npostings    {} ({:.1} per document)\nbytes       {} total: postings {}, block directory {}, terms {}, forward index {} (+ {} quantised), block maxima {}, ids {}\nlatents     {} unused, median list {}, longest {}\n",
             self.docs,
             self.deleted,
             self.hidden,
@@ -403,6 +430,8 @@ impl Stats {
             b.blocks,
             b.terms,
             b.forward,
+            b.forward_quantised,
+            b.block_max,
             b.ids,
             self.latent_usage.unused,
             self.latent_usage.median,
@@ -450,12 +479,26 @@ mod tests {
     #[test]
     fn search_equals_brute_force_on_random_data() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        for case in 0..12 {
-            let (n, hidden, k) = [(1, 4, 2), (300, 64, 8), (2000, 512, 32)][case % 3];
-            let codes = random_codes(&mut rng, n, hidden, k);
+        for case in 0..16 {
+            let (n, hidden, k) =
+                [(1, 4, 2), (300, 64, 8), (2000, 512, 32), (3000, 32, 4)][case % 4];
+            let mut codes = random_codes(&mut rng, n, hidden, k);
+            if case % 4 == 3 {
+                // Two distinct values only: ties everywhere, inside and across blocks.
+                for c in &mut codes {
+                    for v in &mut c.values {
+                        *v = if *v < 1.5 { 1.0 } else { 2.0 };
+                    }
+                }
+            }
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("idx");
             build(&path, &codes, &ids(n), hidden).unwrap();
+            if case % 2 == 1 {
+                // Tombstones: deleted documents are skipped by every path.
+                let gone: Vec<String> = ids(n).into_iter().step_by(3).collect();
+                writer::delete(&path, &gone).unwrap();
+            }
             let index = Index::open(&path).unwrap();
             assert_eq!(index.len(), n);
             for _ in 0..20 {
@@ -470,11 +513,30 @@ mod tests {
                     })
                     .collect();
                 let top = rng.random_range(1..=20);
-                let got = index.search(&query, top, 0).unwrap();
                 let want = query::search_brute_force(&index, &query, top);
-                assert_eq!(got, want, "case {case}, query {query:?}");
+                assert_eq!(index.search(&query, top, 0).unwrap(), want);
+                for strategy in [query::Strategy::TermAtATime, query::Strategy::BlockMax] {
+                    let got = query::search(&index, &query, top, strategy);
+                    assert_eq!(got, want, "case {case}, {strategy:?}, query {query:?}");
+                }
             }
         }
+    }
+
+    #[test]
+    fn rows_in_maps_document_numbers_back_to_input_rows() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let codes = random_codes(&mut rng, 500, 64, 8);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idx");
+        build(&path, &codes, &ids(500), 64).unwrap();
+        let index = Index::open(&path).unwrap();
+        let rows = index.rows_in(&ids(500)).unwrap();
+        assert_ne!(rows, (0..500).collect::<Vec<u32>>(), "stored clustered");
+        for (d, &r) in rows.iter().enumerate() {
+            assert_eq!(index.id(d as u32), ids(500)[r as usize]);
+        }
+        assert!(index.rows_in(&ids(10)).is_err());
     }
 
     #[test]
