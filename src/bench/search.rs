@@ -366,9 +366,7 @@ pub fn run(
                 ] {
                     let (p50, p99, qps, mut hits) =
                         measure(nq, |i| query::search(&idx, &sparse_q[i], TOP, strategy));
-                    for h in hits.iter_mut().flatten() {
-                        h.doc = rows[h.doc as usize];
-                    }
+                    Index::hits_to_rows(&mut hits, &rows);
                     push(
                         Row {
                             engine: engine.into(),

@@ -89,16 +89,17 @@ pub fn top_indices(values: &[f32], k: usize) -> Vec<u32> {
             .total_cmp(&values[*a as usize])
             .then(a.cmp(b))
     };
-    let mut idx: Vec<u32> = if k * 16 <= values.len() {
-        heap_top(values, k)
-    } else {
-        let mut idx: Vec<u32> = (0..values.len() as u32).collect();
-        if k < idx.len() {
-            idx.select_nth_unstable_by(k - 1, better);
-            idx.truncate(k);
-        }
-        idx
-    };
+    if k * 16 <= values.len() {
+        // The collector hands its k back already in this order.
+        let mut best = TopK::new(k);
+        best.offer_slice(values, 0);
+        return best.into_sorted().into_iter().map(|(_, i)| i).collect();
+    }
+    let mut idx: Vec<u32> = (0..values.len() as u32).collect();
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, better);
+        idx.truncate(k);
+    }
     idx.sort_unstable_by(better);
     idx
 }
@@ -190,13 +191,6 @@ impl TopK {
             .map(|std::cmp::Reverse(c)| (c.0, c.1))
             .collect()
     }
-}
-
-/// The k best indices (unordered) in one pass.
-fn heap_top(values: &[f32], k: usize) -> Vec<u32> {
-    let mut best = TopK::new(k);
-    best.offer_slice(values, 0);
-    best.into_sorted().into_iter().map(|(_, i)| i).collect()
 }
 
 #[cfg(test)]

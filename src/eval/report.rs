@@ -178,9 +178,7 @@ pub fn run(
                     let sq: Vec<Vec<(u32, f32)>> =
                         q.iter().map(|v| enc.query(v, k, mode)).collect();
                     let mut deep = idx.search_batch(&sq, EVAL_DEPTH, 0)?;
-                    for h in deep.iter_mut().flatten() {
-                        h.doc = rows[h.doc as usize];
-                    }
+                    Index::hits_to_rows(&mut deep, &rows);
                     let (p50, p99, _) = latencies(nq, |i| {
                         idx.search(&sq[i], LATENCY_TOP, 0)
                             .expect("queries come from the index's encoder")

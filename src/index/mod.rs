@@ -223,6 +223,14 @@ impl Index {
             .collect()
     }
 
+    /// Rewrites the document numbers of `hits` (from this index) into rows by `rows`, the
+    /// table [`Index::rows_in`] returned.
+    pub fn hits_to_rows(hits: &mut [Vec<Hit>], rows: &[u32]) {
+        for h in hits.iter_mut().flatten() {
+            h.doc = rows[h.doc as usize];
+        }
+    }
+
     fn locate(&self, doc: u32) -> (usize, usize) {
         let s = self.bases.partition_point(|&b| b <= doc as usize) - 1;
         (s, doc as usize - self.bases[s])

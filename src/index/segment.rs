@@ -403,14 +403,12 @@ impl Segment {
                 bail!("section {s} has trailing bytes");
             }
         }
-        let blocked = self.doc_block > 0;
-        let per_latent = self.docs.div_ceil(self.doc_block.max(1));
-        let entries = self.forward_entries(self.docs).start;
-        if blocked
-            && (self.section(BLOCK_MAX).len() != self.hidden * per_latent
-                || self.section(FORWARD_Q).len() != entries)
-        {
-            bail!("block maxima or quantised forward index do not match the documents");
+        let blocks = self.blocks_view();
+        if let Some(view) = &blocks {
+            let entries = (self.section(FORWARD).len() - (self.docs + 1) * 8) / view.stride;
+            if view.block_max.len() != self.hidden * view.blocks || view.weights.len() != entries {
+                bail!("block maxima or quantised forward index do not match the documents");
+            }
         }
         let quant = Quantizer { scale: self.scale };
         for i in 0..self.docs {
@@ -419,12 +417,11 @@ impl Segment {
                 if j as usize >= self.hidden || !v.is_finite() {
                     bail!("forward index row {i} holds latent {j} / value {v}");
                 }
-                if blocked {
+                if let Some(view) = &blocks {
                     // Pruning trusts these bytes: a stored weight above its block's
                     // maximum would silently drop a document.
-                    let q = self.section(FORWARD_Q)[e];
-                    let bound =
-                        self.section(BLOCK_MAX)[j as usize * per_latent + i / self.doc_block];
+                    let q = view.weights[e];
+                    let bound = view.latent_max(j as usize)[i / view.doc_block];
                     if q != quant.quantize(v) || q > bound {
                         bail!("row {i}, latent {j}: quantised weight {q} does not match its value or exceeds its block maximum {bound}");
                     }
@@ -434,18 +431,11 @@ impl Segment {
         Ok(())
     }
 
-    /// Entry numbers (posting positions in the forward index) of document `i`'s code;
-    /// `i` = docs gives the end of the last document as the range's start.
+    /// Entry numbers (posting positions in the forward index) of document `i`'s code.
     fn forward_entries(&self, i: usize) -> std::ops::Range<usize> {
         let sec = self.section(FORWARD);
         let stride = self.forward_id_bytes + 4;
-        let start = u64_at(sec, i * 8) as usize / stride;
-        let end = if i < self.docs {
-            u64_at(sec, i * 8 + 8) as usize / stride
-        } else {
-            start
-        };
-        start..end
+        u64_at(sec, i * 8) as usize / stride..u64_at(sec, i * 8 + 8) as usize / stride
     }
 
     /// The block-max view of a version-3 segment, `None` before.
