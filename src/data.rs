@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 use crate::io::open_lines;
@@ -38,6 +38,82 @@ impl Texts {
 
 /// Relevance judgements: query id → (doc id → graded relevance).
 pub type Qrels = HashMap<String, HashMap<String, i32>>;
+
+/// The lines of a text file, numbered from 1 (see [`text_lines`]).
+pub struct TextLines {
+    reader: Box<dyn BufRead>,
+    path: PathBuf,
+    line: usize,
+    done: bool,
+}
+
+/// Opens a text file (gzip-compressed when its name ends in `.gz`) for reading line by
+/// line. Each item is (line number from 1, line without its `\n` / `\r\n`); a UTF-8 byte
+/// order mark at the start of the file is skipped. Errors name the file: a missing file
+/// is "not found", one that cannot be opened or read is "cannot read" with the system's
+/// reason, and a line that is not valid UTF-8 is "not UTF-8 (line N)".
+pub fn text_lines(path: &Path) -> Result<TextLines> {
+    let reader = open_lines(path).map_err(|e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            anyhow!("{} not found", path.display())
+        }
+        Some(io) => anyhow!("cannot read {}: {io}", path.display()),
+        None => e,
+    })?;
+    Ok(TextLines {
+        reader,
+        path: path.to_path_buf(),
+        line: 0,
+        done: false,
+    })
+}
+
+impl Iterator for TextLines {
+    type Item = Result<(usize, String)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.line += 1;
+        let n = self.line;
+        let mut buf = Vec::new();
+        match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => {
+                self.done = true;
+                None
+            }
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                    if buf.last() == Some(&b'\r') {
+                        buf.pop();
+                    }
+                }
+                if n == 1 && buf.starts_with(b"\xEF\xBB\xBF") {
+                    buf.drain(..3);
+                }
+                match String::from_utf8(buf) {
+                    Ok(line) => Some(Ok((n, line))),
+                    Err(_) => {
+                        self.done = true;
+                        Some(Err(anyhow!(
+                            "{}: not UTF-8 (line {n})",
+                            self.path.display()
+                        )))
+                    }
+                }
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(anyhow!(
+                    "cannot read {} (line {n}): {e}",
+                    self.path.display()
+                )))
+            }
+        }
+    }
+}
 
 /// Finds `name` or `name.gz` inside `dir`.
 pub fn find_file(dir: &Path, name: &str) -> Result<PathBuf> {
@@ -76,9 +152,8 @@ fn str_field<'a>(v: &'a Value, field: &str, path: &Path, line: usize) -> Result<
 pub fn read_jsonl(path: &Path) -> Result<Texts> {
     let mut out = Texts::default();
     let mut seen = HashSet::new();
-    for (i, line) in open_lines(path)?.lines().enumerate() {
-        let n = i + 1;
-        let line = line.with_context(|| format!("{}:{n}: cannot read line", path.display()))?;
+    for line in text_lines(path)? {
+        let (n, line) = line?;
         if line.trim().is_empty() {
             continue;
         }
@@ -109,12 +184,12 @@ pub fn read_texts(path: &Path) -> Result<Texts> {
         return read_jsonl(path);
     }
     let mut out = Texts::default();
-    for (i, line) in open_lines(path)?.lines().enumerate() {
-        let line = line.with_context(|| format!("{}:{}: not UTF-8 text", path.display(), i + 1))?;
+    for line in text_lines(path)? {
+        let (n, line) = line?;
         if line.trim().is_empty() {
             continue;
         }
-        out.ids.push(i.to_string());
+        out.ids.push((n - 1).to_string());
         out.texts.push(line.trim().to_string());
         out.titles.push(String::new());
     }
@@ -124,9 +199,8 @@ pub fn read_texts(path: &Path) -> Result<Texts> {
 /// Reads a qrels TSV (`query-id corpus-id score`, tab-separated, optional header line).
 pub fn read_qrels(path: &Path) -> Result<Qrels> {
     let mut qrels: Qrels = HashMap::new();
-    for (i, line) in open_lines(path)?.lines().enumerate() {
-        let n = i + 1;
-        let line = line.with_context(|| format!("{}:{n}: cannot read line", path.display()))?;
+    for line in text_lines(path)? {
+        let (n, line) = line?;
         if line.trim().is_empty() {
             continue;
         }
@@ -166,11 +240,14 @@ pub struct Dataset {
     pub queries: Texts,
     /// Judgements of the split.
     pub qrels: Qrels,
+    /// The qrels file they were read from (named in evaluation errors).
+    pub qrels_path: PathBuf,
 }
 
 impl Dataset {
     /// Loads `dir` with the qrels of `split` (e.g. `test`), keeps only the judged queries,
-    /// and checks that every judged query and document exists.
+    /// and checks that every judged query and document exists and that at least one query
+    /// has a relevant document (grade ≥ 1), without which there is nothing to evaluate.
     pub fn load(dir: &Path, split: &str) -> Result<Self> {
         if !dir.is_dir() {
             bail!("dataset folder {} not found", dir.display());
@@ -179,6 +256,12 @@ impl Dataset {
         let all_queries = read_jsonl(&find_file(dir, "queries.jsonl")?)?;
         let qrels_path = find_file(&dir.join("qrels"), &format!("{split}.tsv"))?;
         let qrels = read_qrels(&qrels_path)?;
+        if !qrels.values().any(|docs| docs.values().any(|&g| g > 0)) {
+            bail!(
+                "{}: no query is judged (no judgement with a score ≥ 1), so there is nothing to evaluate",
+                qrels_path.display()
+            );
+        }
         let doc_ids: HashSet<&str> = corpus.ids.iter().map(String::as_str).collect();
         let query_ids: HashSet<&str> = all_queries.ids.iter().map(String::as_str).collect();
         let sorted: BTreeMap<_, _> = qrels.iter().collect();
@@ -208,6 +291,7 @@ impl Dataset {
             corpus,
             queries,
             qrels,
+            qrels_path,
         })
     }
 }
@@ -243,6 +327,72 @@ mod tests {
         write(d.path(), "q.tsv", "query-id\tcorpus-id\tscore\n1\ta\tx\n");
         let e = format!("{:#}", read_qrels(&d.path().join("q.tsv")).unwrap_err());
         assert!(e.contains("q.tsv:2") && e.contains("integer"), "{e}");
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "corpus.jsonl",
+            "\u{feff}{\"_id\":\"a\",\"text\":\"x\"}\r\n{\"_id\":\"b\",\"text\":\"y\"}\n",
+        );
+        let t = read_texts(&d.path().join("corpus.jsonl")).unwrap();
+        assert_eq!(t.ids, ["a", "b"]);
+        write(
+            d.path(),
+            "q.tsv",
+            "\u{feff}query-id\tcorpus-id\tscore\nq\ta\t1\n",
+        );
+        assert_eq!(read_qrels(&d.path().join("q.tsv")).unwrap()["q"]["a"], 1);
+        // Without a header, the first judgement's query id loses the mark too.
+        write(d.path(), "q.tsv", "\u{feff}q\ta\t2\n");
+        assert_eq!(read_qrels(&d.path().join("q.tsv")).unwrap()["q"]["a"], 2);
+        write(d.path(), "t.txt", "\u{feff}first\n");
+        assert_eq!(
+            read_texts(&d.path().join("t.txt")).unwrap().texts,
+            ["first"]
+        );
+    }
+
+    #[test]
+    fn unreadable_input_is_named_by_kind() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("corpus.jsonl");
+        std::fs::write(
+            &p,
+            b"{\"_id\":\"a\",\"text\":\"x\"}\n{\"_id\":\"b\",\"text\":\"\xff\"}\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", read_texts(&p).unwrap_err());
+        assert!(
+            e.contains("corpus.jsonl") && e.contains("not UTF-8 (line 2)"),
+            "{e}"
+        );
+        std::fs::write(d.path().join("q.tsv"), b"q\t\xfe\t1\n").unwrap();
+        let e = format!("{:#}", read_qrels(&d.path().join("q.tsv")).unwrap_err());
+        assert!(e.contains("not UTF-8 (line 1)"), "{e}");
+
+        let e = format!(
+            "{:#}",
+            read_qrels(&d.path().join("absent.tsv")).unwrap_err()
+        );
+        assert!(e.contains("absent.tsv not found"), "{e}");
+        // A folder opens but cannot be read.
+        let e = format!("{:#}", read_qrels(d.path()).unwrap_err());
+        assert!(e.contains("cannot read") && !e.contains("not found"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let locked = d.path().join("locked.tsv");
+            std::fs::write(&locked, "q\ta\t1\n").unwrap();
+            std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
+            // Skipped where permissions do not apply (running as root).
+            if std::fs::read(&locked).is_err() {
+                let e = format!("{:#}", read_qrels(&locked).unwrap_err());
+                assert!(e.contains("cannot read") && e.contains("ermission"), "{e}");
+            }
+        }
     }
 
     #[test]
@@ -285,5 +435,19 @@ mod tests {
             e.contains("missing") && e.contains("not in corpus.jsonl"),
             "{e}"
         );
+        // Judgements, but none relevant: nothing to evaluate.
+        write(
+            d.path(),
+            "qrels/test.tsv",
+            "query-id\tcorpus-id\tscore\nq1\td1\t0\n",
+        );
+        let e = format!("{:#}", Dataset::load(d.path(), "test").err().unwrap());
+        assert!(
+            e.contains("test.tsv") && e.contains("no query is judged"),
+            "{e}"
+        );
+        write(d.path(), "qrels/test.tsv", "query-id\tcorpus-id\tscore\n");
+        let e = format!("{:#}", Dataset::load(d.path(), "test").err().unwrap());
+        assert!(e.contains("no query is judged"), "{e}");
     }
 }

@@ -9,15 +9,16 @@ use ndarray::Array2;
 
 use ksparse::bench;
 use ksparse::bench::quality::LossPreset;
-use ksparse::data::{read_texts, Dataset, Texts};
+use ksparse::data::{read_texts, text_lines, Dataset, Texts};
 use ksparse::embed::cache::embed_cached;
 use ksparse::embed::Embedder;
-use ksparse::encoder::codes::{read_codes, write_codes};
+use ksparse::encoder::codes::{read_codes, write_codes, MAX_HIDDEN};
 use ksparse::encoder::loss::LossWeights;
 use ksparse::encoder::scoring::{ModeSpec, ScoringMode};
-use ksparse::encoder::train::{Pairs, TrainConfig};
+use ksparse::encoder::train::{Pairs, TrainConfig, SUPERVISED_NCE_WEIGHT};
 use ksparse::encoder::{EncoderConfig, Hidden, SparseEncoder};
 use ksparse::eval::{self, Evaluation};
+use ksparse::index::writer::Writer;
 use ksparse::index::{self, Index};
 use ksparse::io::{
     ids_path, read_ids, read_npy, read_npy_aligned, write_atomic, write_ids, write_npy,
@@ -115,7 +116,7 @@ enum Command {
         #[arg(long)]
         query_embeddings: PathBuf,
         /// Non-zeros per document code (default: the encoder's k).
-        #[arg(long)]
+        #[arg(long, value_parser = positive_usize)]
         k: Option<usize>,
         /// symmetric, reconstruction or projected:M.
         #[arg(long, default_value = "symmetric")]
@@ -165,7 +166,7 @@ enum Command {
         #[arg(long)]
         output: PathBuf,
         /// Non-zeros per code (default: the k the encoder was trained with).
-        #[arg(long)]
+        #[arg(long, value_parser = positive_usize)]
         k: Option<usize>,
     },
     /// Build, inspect and search the on-disk inverted index of sparse codes.
@@ -208,6 +209,8 @@ enum IndexCommand {
         /// Their ids, one per line (default: the .ids.txt beside --codes).
         #[arg(long)]
         ids: Option<PathBuf>,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Delete documents by id (tombstones; `index merge` reclaims the space).
     Delete {
@@ -216,11 +219,15 @@ enum IndexCommand {
         /// Ids to delete.
         #[arg(required = true)]
         ids: Vec<String>,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Merge all segments into one, dropping deleted documents.
     Merge {
         /// Index folder.
         index: PathBuf,
+        #[command(flatten)]
+        lock: LockArgs,
     },
     /// Documents, postings, bytes per part and the latent usage histogram of an index.
     Stats {
@@ -240,7 +247,7 @@ enum IndexCommand {
         #[arg(long)]
         queries: PathBuf,
         /// Hits per query.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 10)]
         top: usize,
         /// Re-rank the top R (≥ --top) by the exact f32 codes (0 = off).
         #[arg(long, default_value_t = 0)]
@@ -259,10 +266,10 @@ struct ModelArgs {
     model: String,
     /// Texts per batch (inputs are sorted by length first, so padding stays small; one
     /// batch runs per thread). 16 measured fastest on SciFact passages with MiniLM.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 16)]
     batch_size: usize,
     /// Truncate inputs at this many tokens (default: the model's max_seq_length).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     max_seq_length: Option<usize>,
 }
 
@@ -320,14 +327,14 @@ struct EvalDenseArgs {
 #[derive(Args)]
 struct EncoderShapeArgs {
     /// Latents h: a number, or a multiple of the input dimension such as 4d.
-    #[arg(long, default_value = "4d")]
+    #[arg(long, value_parser = width, default_value = "4d")]
     hidden: Hidden,
     /// Active latents per code.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 32)]
     k: usize,
     /// Passes over the data (100 with lr 5e-4 beat 50 with 1e-3 and 200 with 3e-4 on
     /// SciFact's training queries at h = 4d, k = 32).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 100)]
     epochs: usize,
 }
 
@@ -355,6 +362,27 @@ struct BuildArgs {
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+/// One writer at a time: what a writing command does when another holds the lock.
+#[derive(Args)]
+struct LockArgs {
+    /// Wait for another writer of the same index or search folder to finish instead of
+    /// failing at once (the error names the process that holds the lock).
+    #[arg(long)]
+    wait: bool,
+}
+
+impl LockArgs {
+    fn wait(&self) -> ksparse::io::Wait {
+        if self.wait {
+            ksparse::io::Wait::Yes
+        } else {
+            ksparse::io::Wait::No
+        }
+    }
 }
 
 #[derive(Args)]
@@ -368,12 +396,12 @@ struct EvalArgs {
     #[arg(long, default_value = "test")]
     split: String,
     /// Code lengths, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
+    #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "16,32,64,128")]
     k: Vec<usize>,
     /// Encoder widths, comma-separated (numbers or multiples of d such as 4d). 8d with
     /// 200 epochs was chosen on SciFact's training queries (see the README's quality
     /// section); 4d trains in a quarter of the time at a few points less.
-    #[arg(long, value_delimiter = ',', default_value = "8d")]
+    #[arg(long, value_parser = width, value_delimiter = ',', default_value = "8d")]
     hidden: Vec<Hidden>,
     /// Scoring modes, comma-separated; m may be a multiple of k (symmetric:4k).
     #[arg(
@@ -383,10 +411,10 @@ struct EvalArgs {
     )]
     modes: Vec<ModeSpec>,
     /// Training passes of each unsupervised encoder.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 200)]
     epochs: usize,
     /// Training passes of each supervised encoder (InfoNCE on few pairs overfits sooner).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 50)]
     supervised_epochs: usize,
     /// Seed of the encoders' training.
     #[arg(long, default_value_t = 0)]
@@ -420,7 +448,7 @@ struct SearchArgs {
     #[arg(long)]
     queries: Option<PathBuf>,
     /// Hits per query.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 10)]
     top: usize,
     /// Scoring mode: symmetric, symmetric:M, reconstruction or projected:M.
     #[arg(long, default_value = "symmetric")]
@@ -447,58 +475,61 @@ struct TrainArgs {
     #[command(flatten)]
     shape: EncoderShapeArgs,
     /// Vectors per step.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 512)]
     batch_size: usize,
     /// Adam learning rate.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, value_parser = positive_f32, allow_hyphen_values = true, default_value_t = 5e-4)]
     lr: f32,
     /// Seed for initialisation and shuffling (same seed and threads → same model).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Fraction of vectors held out for the validation FVU.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, value_parser = fraction_f32, allow_hyphen_values = true, default_value_t = 0.05)]
     validation_fraction: f32,
     /// Weight of the reconstruction MSE at k (variance-normalised).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = 1.0)]
     mse: f32,
     /// Weight of the Multi-TopK reconstruction (CSR: 1/8).
-    #[arg(long, default_value_t = 0.125)]
+    #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = 0.125)]
     multi: f32,
     /// Multi-TopK uses this many times k latents.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 4)]
     multi_k_factor: usize,
     /// Weight of AuxK, the dead-latent residual loss (1/32).
-    #[arg(long, default_value_t = 0.03125)]
+    #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = 0.03125)]
     aux: f32,
     /// Dead latents used by AuxK per vector.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 512)]
     aux_k: usize,
     /// A latent counts as dead after this many training vectors without firing (default: one epoch).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     dead_after: Option<usize>,
     /// Weight of Dobrynin's relative-distance loss L_dist (1 raised symmetric NDCG@10 on
     /// SciFact's training queries from 0.457 to 0.501 at k = 32 without lowering the others).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = 1.0)]
     dist: f32,
-    /// Weight of InfoNCE on --pairs (query, relevant document).
-    #[arg(long, default_value_t = 0.0)]
-    nce: f32,
+    /// Weight of InfoNCE on --pairs (query, relevant document). With --pairs it defaults to
+    /// 1, the weight `ksparse eval --supervised` trains its supervised encoders with (0 is
+    /// refused: the pairs would be ignored); without --pairs it must be unset or 0.
+    #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true)]
+    nce: Option<f32>,
     /// InfoNCE temperature.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, value_parser = positive_f32, allow_hyphen_values = true, default_value_t = 0.2)]
     temperature: f32,
-    /// Training pairs: QUERIES.npy CORPUS.npy QRELS.tsv (ids beside each .npy; training qrels only).
+    /// Training pairs: QUERIES.npy CORPUS.npy QRELS.tsv (ids beside each .npy; training qrels
+    /// only), learnt with InfoNCE at weight --nce (default 1 when pairs are given).
     #[arg(long, num_args = 3, value_names = ["QUERIES", "CORPUS", "QRELS"])]
     pairs: Option<Vec<PathBuf>>,
     /// Pairs per step for InfoNCE.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 256)]
     pair_batch_size: usize,
     /// Start at this k and anneal linearly to --k by 70 % of training.
-    #[arg(long)]
+    #[arg(long, value_parser = positive_usize)]
     k_anneal_from: Option<usize>,
     /// Gaussian noise added to each training vector per step, as a fraction of its norm
     /// (augmentation for small corpora; 0 = off). 0.3 raised symmetric NDCG@10 on SciFact's
     /// training queries from 0.509 to 0.525 (0.15: 0.511, 0.45: 0.523, 0.6: 0.506).
-    #[arg(long, default_value_t = TrainConfig::default().input_noise)]
+    #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = TrainConfig::default().input_noise)]
     input_noise: f32,
 }
 
@@ -510,22 +541,22 @@ enum BenchCommand {
     /// import torch; otherwise the report says it was skipped.
     Train {
         /// Input dimension.
-        #[arg(long, default_value_t = 768)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 768)]
         dim: usize,
         /// Latents.
-        #[arg(long, default_value_t = 3072)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 3072)]
         hidden: usize,
         /// Active latents.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 32)]
         k: usize,
         /// Vectors per step.
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 1024)]
         batch: usize,
         /// Timed steps per round and side.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 10)]
         steps: usize,
         /// Rounds: ksparse's steps then PyTorch's, alternating; the ratio is the median.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 3)]
         rounds: usize,
         /// Python interpreter with torch for the baseline.
         #[arg(long, default_value = "python3")]
@@ -548,7 +579,7 @@ enum BenchCommand {
         #[arg(long, default_value = "data/scifact/corpus.jsonl.gz")]
         input: PathBuf,
         /// Number of texts.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 512)]
         n: usize,
         /// Python interpreter for the sentence-transformers baseline.
         #[arg(long, default_value = "python3")]
@@ -582,10 +613,10 @@ enum BenchCommand {
         #[arg(long)]
         encoder: Option<PathBuf>,
         /// Collection sizes, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "10000,100000")]
         n: Vec<usize>,
         /// Code lengths, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128")]
+        #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "16,32,64,128")]
         k: Vec<usize>,
         /// Scoring modes of the sparse queries, comma-separated (symmetric, symmetric:M,
         /// reconstruction, projected:M; M may be a multiple of k such as 4k). Each is timed
@@ -593,19 +624,19 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "symmetric")]
         modes: Vec<ModeSpec>,
         /// Queries timed per engine.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 200)]
         query_count: usize,
         /// HNSW links per node.
-        #[arg(long, default_value_t = 16)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 16)]
         hnsw_m: usize,
         /// HNSW candidates per insertion.
-        #[arg(long, default_value_t = 200)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 200)]
         hnsw_ef_construction: usize,
         /// HNSW candidates per search.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, value_parser = positive_usize, default_value_t = 64)]
         hnsw_ef: usize,
         /// Relative noise of generated vectors.
-        #[arg(long, default_value_t = 0.2)]
+        #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = 0.2)]
         noise: f32,
         /// Seed of the generator.
         #[arg(long, default_value_t = 0)]
@@ -639,10 +670,10 @@ enum BenchCommand {
         #[arg(long, default_value = "test")]
         split: String,
         /// Code lengths, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "16,32,64,128,256")]
+        #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "16,32,64,128,256")]
         k: Vec<usize>,
         /// Widths, comma-separated (numbers of latents or multiples of d such as 4d).
-        #[arg(long, value_delimiter = ',', default_value = "4d,8d")]
+        #[arg(long, value_parser = width, value_delimiter = ',', default_value = "4d,8d")]
         hidden: Vec<Hidden>,
         /// Loss combinations, comma-separated: mse, mse+dist, csr, csr+dist.
         #[arg(
@@ -659,10 +690,10 @@ enum BenchCommand {
         )]
         modes: Vec<ModeSpec>,
         /// InfoNCE weight of the supervised rows (0: no supervised rows).
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = SUPERVISED_NCE_WEIGHT)]
         nce: f32,
         /// Training epochs per encoder.
-        #[arg(long, default_value_t = TrainConfig::default().epochs)]
+        #[arg(long, value_parser = positive_usize, default_value_t = TrainConfig::default().epochs)]
         epochs: usize,
         /// Seed of every training run.
         #[arg(long, default_value_t = 0)]
@@ -683,6 +714,126 @@ enum BenchCommand {
 /// kernel after every op (glibc's mmap threshold), which cost a page fault per touched page.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+// clap value parsers: every number is checked where it enters, so NaN, infinities and
+// values out of a flag's range never reach a computation or a config file.
+
+/// A finite float.
+fn finite_f32(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("{s} is not a finite number")),
+        Err(_) => Err(format!("{s:?} is not a number")),
+    }
+}
+
+/// A finite float ≥ 0 (a weight, a noise level).
+fn non_negative_f32(s: &str) -> Result<f32, String> {
+    let v = finite_f32(s)?;
+    if v < 0.0 {
+        return Err(format!("{s} must be ≥ 0"));
+    }
+    Ok(v.abs())
+}
+
+/// A finite float > 0 (a learning rate, a temperature).
+fn positive_f32(s: &str) -> Result<f32, String> {
+    let v = finite_f32(s)?;
+    if v <= 0.0 {
+        return Err(format!("{s} must be > 0"));
+    }
+    Ok(v)
+}
+
+/// A fraction in [0, 1).
+fn fraction_f32(s: &str) -> Result<f32, String> {
+    let v = non_negative_f32(s)?;
+    if v >= 1.0 {
+        return Err(format!("{s} must be in [0, 1)"));
+    }
+    Ok(v)
+}
+
+/// A count of at least 1.
+fn positive_usize(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 is not allowed: give at least 1".to_string()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!("{s:?} is not a whole number ≥ 1")),
+    }
+}
+
+/// An encoder width of at least one latent (a number or a multiple of d such as 4d), at
+/// most the widest codes files hold.
+fn width(s: &str) -> Result<Hidden, String> {
+    match s.trim().parse::<Hidden>()? {
+        Hidden::Latents(0) | Hidden::TimesDim(0) => {
+            Err(format!("{s:?} is no width: give at least 1 latent"))
+        }
+        Hidden::Latents(n) | Hidden::TimesDim(n) if n > MAX_HIDDEN => Err(format!(
+            "{s:?} is wider than the {MAX_HIDDEN} latents codes files hold"
+        )),
+        h => Ok(h),
+    }
+}
+
+/// Standard output for results. A reader that stops early (`ksparse search … | head`)
+/// closes the pipe; the output then ends quietly instead of failing the command.
+struct Stdout {
+    w: std::io::BufWriter<std::io::StdoutLock<'static>>,
+    closed: bool,
+}
+
+impl Stdout {
+    fn new() -> Self {
+        Self {
+            w: std::io::BufWriter::new(std::io::stdout().lock()),
+            closed: false,
+        }
+    }
+
+    /// Writes `text`; false once the reader has gone (what follows is dropped).
+    fn write(&mut self, text: &str) -> Result<bool> {
+        if self.closed {
+            return Ok(false);
+        }
+        match self.w.write_all(text.as_bytes()) {
+            Ok(()) => Ok(true),
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// Writes `text` and a line break; false once the reader has gone.
+    fn line(&mut self, text: &str) -> Result<bool> {
+        Ok(self.write(text)? && self.write("\n")?)
+    }
+
+    fn failed(&mut self, e: std::io::Error) -> Result<bool> {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            self.closed = true;
+            Ok(false)
+        } else {
+            Err(anyhow::Error::new(e).context("cannot write to standard output"))
+        }
+    }
+
+    /// Flushes the output (a reader that has gone is not an error).
+    fn finish(mut self) -> Result<()> {
+        if !self.closed {
+            if let Err(e) = self.w.flush() {
+                self.failed(e)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prints `text` and a line break to standard output through [`Stdout`].
+fn print_out(text: &str) -> Result<()> {
+    let mut out = Stdout::new();
+    out.line(text)?;
+    out.finish()
+}
 
 fn progress(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
@@ -711,14 +862,13 @@ fn print_eval(e: &Evaluation, json: bool, extra: serde_json::Value) -> Result<()
         if let (Some(obj), serde_json::Value::Object(x)) = (v.as_object_mut(), extra) {
             obj.extend(x);
         }
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        print_out(&serde_json::to_string_pretty(&v)?)
     } else {
-        println!("queries     {}", e.queries);
-        println!("NDCG@10     {:.4}", e.mean.ndcg_at_10);
-        println!("Recall@100  {:.4}", e.mean.recall_at_100);
-        println!("MRR@10      {:.4}", e.mean.mrr_at_10);
+        print_out(&format!(
+            "queries     {}\nNDCG@10     {:.4}\nRecall@100  {:.4}\nMRR@10      {:.4}",
+            e.queries, e.mean.ndcg_at_10, e.mean.recall_at_100, e.mean.mrr_at_10
+        ))
     }
-    Ok(())
 }
 
 /// Writes a benchmark's report.json and report.md into `dir` and prints one of them.
@@ -735,11 +885,10 @@ fn write_report(
         Ok(std::io::Write::write_all(w, markdown.as_bytes())?)
     })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        print_out(&serde_json::to_string_pretty(report)?)
     } else {
-        println!("{markdown}");
+        print_out(markdown)
     }
-    Ok(())
 }
 
 fn index_command(c: IndexCommand) -> Result<()> {
@@ -759,9 +908,14 @@ fn index_command(c: IndexCommand) -> Result<()> {
                 output.display()
             );
         }
-        IndexCommand::Add { index, codes, ids } => {
+        IndexCommand::Add {
+            index,
+            codes,
+            ids,
+            lock,
+        } => {
             let (codes_v, hidden, ids) = read_codes_with_ids(&codes, ids.as_deref())?;
-            let meta = index::writer::add(&index, &codes_v, &ids, hidden)?;
+            let meta = Writer::open(&index, lock.wait())?.add(&codes_v, &ids, hidden)?;
             tracing::info!(
                 added = ids.len(),
                 segments = meta.segments.len(),
@@ -769,8 +923,8 @@ fn index_command(c: IndexCommand) -> Result<()> {
                 index.display()
             );
         }
-        IndexCommand::Delete { index, ids } => {
-            let n = index::writer::delete(&index, &ids)?;
+        IndexCommand::Delete { index, ids, lock } => {
+            let n = Writer::open(&index, lock.wait())?.delete(&ids)?;
             tracing::info!(
                 deleted = n,
                 not_found = ids.len() - n,
@@ -778,8 +932,8 @@ fn index_command(c: IndexCommand) -> Result<()> {
                 index.display()
             );
         }
-        IndexCommand::Merge { index } => {
-            let meta = index::writer::merge(&index)?;
+        IndexCommand::Merge { index, lock } => {
+            let meta = Writer::open(&index, lock.wait())?.merge()?;
             tracing::info!(
                 segments = meta.segments.len(),
                 "committed {}",
@@ -789,9 +943,11 @@ fn index_command(c: IndexCommand) -> Result<()> {
         IndexCommand::Stats { index, json } => {
             let stats = Index::open(&index)?.stats();
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats)?);
+                print_out(&serde_json::to_string_pretty(&stats)?)?;
             } else {
-                print!("{}", stats.text());
+                let mut out = Stdout::new();
+                out.write(&stats.text())?;
+                out.finish()?;
             }
         }
         IndexCommand::Search {
@@ -801,6 +957,7 @@ fn index_command(c: IndexCommand) -> Result<()> {
             rescore,
             json,
         } => {
+            check_rescore(rescore, top)?;
             let idx = Index::open(&index)?;
             let (codes, hidden) = read_codes(&queries)?;
             if hidden != idx.hidden() {
@@ -812,15 +969,7 @@ fn index_command(c: IndexCommand) -> Result<()> {
             }
             let qids = read_ids(&queries, codes.len())
                 .unwrap_or_else(|_| (0..codes.len()).map(|i| i.to_string()).collect());
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut print = |line: String| -> Result<bool> {
-                match writeln!(out, "{line}") {
-                    Ok(()) => Ok(true),
-                    // A reader such as `head` closed the pipe: stop quietly.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-                    Err(e) => Err(e.into()),
-                }
-            };
+            let mut out = Stdout::new();
             let queries: Vec<Vec<(u32, f32)>> = codes
                 .into_iter()
                 .map(|c| c.ids.into_iter().zip(c.values).collect())
@@ -833,20 +982,29 @@ fn index_command(c: IndexCommand) -> Result<()> {
                         .iter()
                         .map(|h| serde_json::json!({ "id": idx.id(h.doc), "score": h.score }))
                         .collect();
-                    if !print(serde_json::json!({ "query": qid, "hits": hits }).to_string())? {
+                    if !out.line(&serde_json::json!({ "query": qid, "hits": hits }).to_string())? {
                         break 'queries;
                     }
                 } else {
                     for (rank, h) in hits.iter().enumerate() {
                         let line =
                             format!("{qid}\t{}\t{}\t{:.6}", rank + 1, idx.id(h.doc), h.score);
-                        if !print(line)? {
+                        if !out.line(&line)? {
                             break 'queries;
                         }
                     }
                 }
             }
+            out.finish()?;
         }
+    }
+    Ok(())
+}
+
+/// `--rescore R` re-ranks the top R ≥ `--top` hits (0 = off).
+fn check_rescore(rescore: usize, top: usize) -> Result<()> {
+    if rescore > 0 && rescore < top {
+        anyhow::bail!("--rescore {rescore} must be 0 (off) or at least --top {top}");
     }
     Ok(())
 }
@@ -859,17 +1017,32 @@ fn read_codes_with_ids(
 ) -> Result<(Vec<ksparse::encoder::SparseCode>, usize, Vec<String>)> {
     let (read, hidden) = read_codes(codes)?;
     let ids = match ids {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read ids from {}", p.display()))?
-            .lines()
-            .map(str::to_string)
-            .collect(),
+        Some(p) => text_lines(p)?
+            .map(|l| l.map(|(_, id)| id))
+            .collect::<Result<_>>()?,
         None => read_ids(codes, read.len())?,
     };
     Ok((read, hidden, ids))
 }
 
 fn train(a: TrainArgs) -> Result<()> {
+    let nce = match (a.nce, a.pairs.is_some()) {
+        (None, true) => {
+            tracing::info!(
+                "--pairs without --nce: InfoNCE weight {SUPERVISED_NCE_WEIGHT}, as for the supervised encoders of `ksparse eval --supervised`"
+            );
+            SUPERVISED_NCE_WEIGHT
+        }
+        (Some(0.0), true) => anyhow::bail!(
+            "pairs given but InfoNCE weight 0 (--nce 0): they would be ignored; give --nce > 0 or drop --pairs"
+        ),
+        (Some(w), false) if w > 0.0 => {
+            anyhow::bail!("--nce {w} needs training pairs: --pairs QUERIES CORPUS QRELS")
+        }
+        (w, _) => w.unwrap_or(0.0),
+    };
+    // Refuse an output that is not an encoder folder before hours of training.
+    ksparse::io::dir::check_output(&a.output, &ksparse::encoder::FOLDER)?;
     let mut data = Vec::new();
     let mut dim = None;
     let mut sources = std::collections::HashMap::new();
@@ -896,7 +1069,7 @@ fn train(a: TrainArgs) -> Result<()> {
         None => None,
     };
     if let Some(p) = &pairs {
-        if p.queries.len() % dim != 0 {
+        if !p.queries.len().is_multiple_of(dim) {
             anyhow::bail!("pair vectors are not {dim}-d like the training vectors");
         }
         tracing::info!(pairs = p.len(dim), "training pairs loaded");
@@ -911,7 +1084,7 @@ fn train(a: TrainArgs) -> Result<()> {
             aux: a.aux,
             aux_k: a.aux_k,
             dist: a.dist,
-            nce: a.nce,
+            nce,
             temperature: a.temperature,
         },
         epochs: a.shape.epochs,
@@ -949,8 +1122,9 @@ fn train(a: TrainArgs) -> Result<()> {
         training: config,
         data: stats,
         sources,
+        weights_sha256: None,
     };
-    ksparse::io::write_dir_atomic(&a.output, |dir| {
+    ksparse::io::write_dir_atomic(&a.output, &ksparse::encoder::FOLDER, |dir| {
         enc.save(dir, &meta)?;
         write_atomic(&dir.join("train-log.jsonl"), |w| {
             for e in &log {
@@ -961,13 +1135,9 @@ fn train(a: TrainArgs) -> Result<()> {
         })
     })?;
     let last = log.last().context("no epoch ran")?;
-    println!(
-        "{}",
-        serde_json::to_string(
-            &serde_json::json!({ "output": a.output, "validation_fvu": last.validation_fvu, "dead_fraction": last.dead_fraction, "hidden": hidden, "k": a.shape.k })
-        )?
-    );
-    Ok(())
+    print_out(&serde_json::to_string(
+        &serde_json::json!({ "output": a.output, "validation_fvu": last.validation_fvu, "dead_fraction": last.dead_fraction, "hidden": hidden, "k": a.shape.k }),
+    )?)
 }
 
 fn build(a: BuildArgs) -> Result<()> {
@@ -987,6 +1157,7 @@ fn build(a: BuildArgs) -> Result<()> {
         k: a.encoder.is_some().then_some(a.shape.k),
         cache: &a.cache,
         batch_size: a.model.batch_size,
+        wait: a.lock.wait(),
     };
     let mut bar: Option<(pipeline::Stage, ProgressBar)> = None;
     let manifest = pipeline::build(&embedder, &opts, |stage, done, total| {
@@ -1009,18 +1180,17 @@ fn build(a: BuildArgs) -> Result<()> {
         b.finish_and_clear();
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        print_out(&serde_json::to_string_pretty(&manifest)?)
     } else {
-        println!(
+        print_out(&format!(
             "{}: {} documents, k = {} of {} latents, model {}",
             a.output.display(),
             manifest.documents,
             manifest.k,
             manifest.hidden,
             manifest.model
-        );
+        ))
     }
-    Ok(())
 }
 
 fn eval_command(a: EvalArgs) -> Result<()> {
@@ -1096,7 +1266,7 @@ fn eval_command(a: EvalArgs) -> Result<()> {
         };
         let (pairs, key) = match (&pairs, supervised) {
             (Some((p, qkey)), true) => {
-                cfg.losses.nce = 1.0;
+                cfg.losses.nce = SUPERVISED_NCE_WEIGHT;
                 cfg.epochs = a.supervised_epochs;
                 (Some(p), format!("{data_key}+pairs:{qkey}"))
             }
@@ -1135,60 +1305,72 @@ fn eval_command(a: EvalArgs) -> Result<()> {
     )?;
     report.write(&a.output)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_out(&serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", report.markdown());
+        let mut out = Stdout::new();
+        out.write(&report.markdown())?;
+        out.finish()?;
     }
     tracing::info!(output = %a.output.display(), "wrote report.json, report.md and three SVG plots");
     Ok(())
 }
 
 fn search(a: SearchArgs) -> Result<()> {
+    check_rescore(a.rescore, a.top)?;
     let mut queries = a.query.clone();
-    if let Some(path) = &a.queries {
-        let lines: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
-            Box::new(std::io::stdin().lock())
-        } else {
-            ksparse::io::open_lines(path)?
-        };
-        for line in lines.lines() {
-            let line =
-                line.with_context(|| format!("cannot read queries from {}", path.display()))?;
-            if !line.trim().is_empty() {
-                queries.push(line.trim().to_string());
+    match &a.queries {
+        Some(path) if path.as_os_str() == "-" => {
+            for (i, line) in std::io::stdin().lock().lines().enumerate() {
+                let line = line.with_context(|| {
+                    format!("cannot read queries from standard input (line {})", i + 1)
+                })?;
+                if !line.trim().is_empty() {
+                    queries.push(line.trim().to_string());
+                }
             }
         }
+        Some(path) => {
+            for line in text_lines(path)? {
+                let (_, line) = line?;
+                if !line.trim().is_empty() {
+                    queries.push(line.trim().to_string());
+                }
+            }
+        }
+        None => {}
     }
     if queries.is_empty() {
         anyhow::bail!("no query: give query text as arguments or --queries FILE (- for stdin)");
     }
     let searcher = pipeline::Searcher::open(&a.index, a.model.as_deref())?;
     let results = searcher.search(&queries, a.top, a.mode, a.rescore)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = Stdout::new();
     for (q, hits) in queries.iter().zip(&results) {
+        let mut text = String::new();
         if a.json {
-            writeln!(out, "{}", serde_json::json!({ "query": q, "hits": hits }))?;
-            continue;
+            text = serde_json::json!({ "query": q, "hits": hits }).to_string();
+        } else {
+            text += &format!("query: {q}\n");
+            for (rank, h) in hits.iter().enumerate() {
+                let title = if h.title.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} — ", h.title)
+                };
+                text += &format!(
+                    "{:>3}. {}  {:.4}  {title}{}\n",
+                    rank + 1,
+                    h.id,
+                    h.score,
+                    h.snippet
+                );
+            }
         }
-        writeln!(out, "query: {q}")?;
-        for (rank, h) in hits.iter().enumerate() {
-            let title = if h.title.is_empty() {
-                String::new()
-            } else {
-                format!("{} — ", h.title)
-            };
-            writeln!(
-                out,
-                "{:>3}. {}  {:.4}  {title}{}",
-                rank + 1,
-                h.id,
-                h.score,
-                h.snippet
-            )?;
+        if !out.line(&text)? {
+            break;
         }
-        writeln!(out)?;
     }
-    Ok(())
+    out.finish()
 }
 
 fn main() -> Result<()> {
@@ -1213,6 +1395,17 @@ fn main() -> Result<()> {
         }
         Command::EvalDense(a) => {
             let ds = Dataset::load(&a.dataset, &a.split)?;
+            if let Some(p) = &a.run_output {
+                // Refused now rather than after the embedding: TREC runs are whitespace-separated.
+                for (what, ids) in [("query", &ds.queries.ids), ("document", &ds.corpus.ids)] {
+                    if let Some(id) = ids.iter().find(|id| !eval::trec_safe(id)) {
+                        anyhow::bail!(
+                            "cannot write the TREC run {}: {what} id {id:?} is empty or contains whitespace (TREC runs are whitespace-separated)",
+                            p.display()
+                        );
+                    }
+                }
+            }
             tracing::info!(
                 docs = ds.corpus.len(),
                 queries = ds.queries.len(),
@@ -1273,6 +1466,13 @@ fn main() -> Result<()> {
             let data = x.as_standard_layout();
             let codes = enc.encode(data.as_slice().expect("standard layout"), x.nrows(), k);
             let secs = start.elapsed().as_secs_f64();
+            if let Some(row) = ksparse::encoder::codes::first_non_finite(&codes) {
+                anyhow::bail!(
+                    "{}: row {row} (id {:?}) encodes to an infinite or NaN value: the vector is too large for the encoder (overflow); nothing was written",
+                    input.display(),
+                    ids[row]
+                );
+            }
             write_codes(&output, &codes, enc.hidden)?;
             write_ids(&ids_path(&output), &ids)?;
             let nnz: usize = codes.iter().map(|c| c.len()).sum();
@@ -1299,6 +1499,12 @@ fn main() -> Result<()> {
             let ds = Dataset::load(&dataset, &split)?;
             let (enc, config) = SparseEncoder::load(&encoder)?;
             let k = k.unwrap_or(config.k);
+            if k > enc.hidden {
+                anyhow::bail!(
+                    "--k {k} must be between 1 and the encoder width {}",
+                    enc.hidden
+                );
+            }
             let corpus = read_npy_aligned(&corpus_embeddings, &ds.corpus.ids)?;
             let queries = read_npy_aligned(&query_embeddings, &ds.queries.ids)?;
             let (result, _) =
@@ -1310,10 +1516,12 @@ fn main() -> Result<()> {
             )?;
         }
         Command::EvalRun { qrels, run, json } => {
-            let result = eval::evaluate(
+            let result = eval::evaluate_checked(
                 &ksparse::data::read_qrels(&qrels)?,
                 &eval::read_trec_run(&run)?,
-            );
+                &qrels.display().to_string(),
+                &run.display().to_string(),
+            )?;
             print_eval(&result, json, serde_json::json!({}))?;
         }
         Command::Bench(BenchCommand::Train {

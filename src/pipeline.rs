@@ -12,7 +12,10 @@
 //! ```
 //!
 //! A searcher recomputes both fingerprints on open and refuses a model or encoder that is
-//! not the one the codes were made with (their queries would land in another space).
+//! not the one the codes were made with (their queries would land in another space); it
+//! also cross-checks the parts (manifest checksum, index width = encoder width = the
+//! manifest's, 1 ≤ k ≤ width), so a swapped or edited part is an error, not silent
+//! zero scores. A rebuild swaps the whole folder in atomically under its writer lock.
 //! Building is resumable: embeddings and trained encoders go to a content-addressed cache,
 //! so a build that was interrupted, or repeated with the same inputs, skips what is done.
 
@@ -32,7 +35,11 @@ use crate::encoder::scoring::ScoringMode;
 use crate::encoder::train::{train, Pairs, TrainConfig};
 use crate::encoder::{EncoderConfig, SparseEncoder, CONFIG_FILE, WEIGHTS_FILE};
 use crate::index::{self, Index};
-use crate::io::{open_lines, write_atomic, write_dir_atomic};
+use crate::io::dir::check_output;
+use crate::io::{
+    read_json_checked, write_atomic, write_dir_atomic, write_json_checked, FolderKind, IoError,
+    Wait, WriterLock,
+};
 
 /// The manifest's file name inside a search folder.
 pub const MANIFEST_FILE: &str = "ksparse.json";
@@ -64,7 +71,19 @@ pub struct Manifest {
     pub documents: usize,
     /// The corpus file, as given.
     pub corpus: String,
+    /// SHA-256 of `docs.jsonl` (absent in folders built before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docs_sha256: Option<String>,
 }
+
+/// The documents' ids, titles and texts inside a search folder, one JSON object a line.
+const DOCS_FILE: &str = "docs.jsonl";
+
+/// Search folders, as [`write_dir_atomic`] knows them.
+pub const FOLDER: FolderKind = FolderKind {
+    name: "search folder",
+    legacy: |dir| dir.join(MANIFEST_FILE).is_file(),
+};
 
 /// Settings of [`build`].
 pub struct BuildOptions<'a> {
@@ -82,6 +101,8 @@ pub struct BuildOptions<'a> {
     pub cache: &'a Path,
     /// Texts per embedding batch.
     pub batch_size: usize,
+    /// Whether to wait for another writer of an existing output folder.
+    pub wait: Wait,
 }
 
 /// A long stage of [`build`], for progress reports.
@@ -139,12 +160,19 @@ pub fn build(
     opts: &BuildOptions,
     mut progress: impl FnMut(Stage, usize, usize),
 ) -> Result<Manifest> {
-    if opts.output.exists() && !opts.output.join(MANIFEST_FILE).exists() {
-        bail!(
-            "{} exists and is not a ksparse search folder; choose another --output",
-            opts.output.display()
-        );
-    }
+    check_output(opts.output, &FOLDER)?;
+    // An existing folder is replaced whole: hold its writer lock, and its index's, so no
+    // change to the old folder is lost in the swap.
+    let _locks = if opts.output.is_dir() {
+        let index_dir = opts.output.join("index");
+        let index_lock = index_dir
+            .is_dir()
+            .then(|| WriterLock::acquire(&index_dir, opts.wait))
+            .transpose()?;
+        Some((WriterLock::acquire(opts.output, opts.wait)?, index_lock))
+    } else {
+        None
+    };
     let texts = read_texts(opts.corpus)?;
     if texts.is_empty() {
         bail!("{} holds no documents", opts.corpus.display());
@@ -207,30 +235,29 @@ pub fn build(
         k,
         documents: n,
         corpus: opts.corpus.display().to_string(),
+        docs_sha256: None,
     };
-    write_dir_atomic(opts.output, |dir| {
+    write_dir_atomic(opts.output, &FOLDER, |dir| {
         index::build(&dir.join("index"), &codes, &texts.ids, encoder.hidden)?;
         let enc_dir = dir.join("encoder");
         encoder.save(&enc_dir, &config)?;
         manifest.encoder_sha256 = encoder_fingerprint(&enc_dir)?;
-        write_atomic(&dir.join("docs.jsonl"), |w| {
-            for ((id, title), text) in texts.ids.iter().zip(&texts.titles).zip(&texts.texts) {
-                // The embedded text is title + " " + text; keep the text alone.
-                let text = text
-                    .strip_prefix(title.as_str())
-                    .unwrap_or(text)
-                    .trim_start();
-                serde_json::to_writer(
-                    &mut *w,
-                    &serde_json::json!({ "_id": id, "title": title, "text": text }),
-                )?;
-                w.write_all(b"\n")?;
-            }
-            Ok(())
-        })?;
-        write_atomic(&dir.join(MANIFEST_FILE), |w| {
-            Ok(serde_json::to_writer_pretty(w, &manifest)?)
-        })
+        let mut docs = Vec::new();
+        for ((id, title), text) in texts.ids.iter().zip(&texts.titles).zip(&texts.texts) {
+            // The embedded text is title + " " + text; keep the text alone.
+            let text = text
+                .strip_prefix(title.as_str())
+                .unwrap_or(text)
+                .trim_start();
+            serde_json::to_writer(
+                &mut docs,
+                &serde_json::json!({ "_id": id, "title": title, "text": text }),
+            )?;
+            docs.push(b'\n');
+        }
+        manifest.docs_sha256 = Some(format!("{:x}", Sha256::digest(&docs)));
+        write_atomic(&dir.join(DOCS_FILE), |w| Ok(w.write_all(&docs)?))?;
+        write_json_checked(&dir.join(MANIFEST_FILE), &manifest)
     })?;
     Ok(manifest)
 }
@@ -290,8 +317,9 @@ pub fn train_cached(
         training: cfg.clone(),
         data: stats,
         sources: HashMap::from([(source.0.to_string(), source.1)]),
+        weights_sha256: None,
     };
-    write_dir_atomic(&dir, |tmp| {
+    write_dir_atomic(&dir, &crate::encoder::FOLDER, |tmp| {
         enc.save(tmp, &config)?;
         write_atomic(&tmp.join(TRAIN_SECONDS_FILE), |w| {
             Ok(w.write_all(seconds.to_string().as_bytes())?)
@@ -335,14 +363,14 @@ impl Searcher {
     /// verifying that model and encoder are the ones the documents were encoded with.
     pub fn open(dir: &Path, model: Option<&str>) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "{} is not a ksparse search folder (no {MANIFEST_FILE}); create one with `ksparse build`",
+        let manifest: Manifest = match read_json_checked(&path, "search folder manifest") {
+            Ok(m) => m,
+            Err(IoError::Missing { .. }) => bail!(
+                "{} is not a ksparse search folder (no {MANIFEST_FILE})",
                 dir.display()
-            )
-        })?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .with_context(|| format!("{}: invalid manifest", path.display()))?;
+            ),
+            Err(e) => return Err(e.into()),
+        };
         if manifest.format != FORMAT {
             bail!(
                 "{}: manifest format {}; this build reads format {FORMAT}",
@@ -364,8 +392,8 @@ impl Searcher {
                 dir.display(),
                 manifest.model,
                 embedder.model_dir().path.display(),
-                &found[..12],
-                &manifest.model_sha256[..12.min(manifest.model_sha256.len())]
+                found.chars().take(12).collect::<String>(),
+                manifest.model_sha256.chars().take(12).collect::<String>()
             );
         }
         embedder.set_max_seq_length(manifest.max_seq_length)?;
@@ -378,11 +406,25 @@ impl Searcher {
         }
         let (encoder, _) = SparseEncoder::load(&enc_dir)?;
         let index = Index::open(&dir.join("index"))?;
-        let docs_path = dir.join("docs.jsonl");
+        check_parts(dir, &manifest, &encoder, &index, embedder.dim())?;
+        let docs_path = dir.join(DOCS_FILE);
+        let bytes =
+            std::fs::read(&docs_path).map_err(|e| IoError::at(&docs_path, "cannot read", e))?;
+        let sha = format!("{:x}", Sha256::digest(&bytes));
+        if manifest
+            .docs_sha256
+            .as_ref()
+            .is_some_and(|want| *want != sha)
+        {
+            bail!(
+                "{}: SHA-256 {sha} does not match the manifest's: the file was damaged or edited; rebuild the folder",
+                docs_path.display()
+            );
+        }
         let mut docs = HashMap::new();
-        for (i, line) in open_lines(&docs_path)?.lines().enumerate() {
+        for (i, line) in bytes.lines().enumerate() {
             let line =
-                line.with_context(|| format!("{}:{}: cannot read", docs_path.display(), i + 1))?;
+                line.with_context(|| format!("{}:{}: not UTF-8", docs_path.display(), i + 1))?;
             let v: serde_json::Value = serde_json::from_str(&line)
                 .with_context(|| format!("{}:{}: invalid JSON", docs_path.display(), i + 1))?;
             let field = |f: &str| v[f].as_str().unwrap_or_default().to_string();
@@ -434,6 +476,45 @@ impl Searcher {
             })
             .collect())
     }
+}
+
+/// Cross-checks the parts of the search folder `dir`: the widths of manifest, encoder and
+/// index agree, the code length fits the width, and the encoder takes the model's vectors.
+fn check_parts(
+    dir: &Path,
+    manifest: &Manifest,
+    encoder: &SparseEncoder,
+    index: &Index,
+    model_dim: usize,
+) -> Result<()> {
+    let widths = [manifest.hidden, encoder.hidden, index.hidden()];
+    if widths.iter().any(|&w| w != widths[0]) {
+        bail!(
+            "{}: the parts disagree on the width (manifest {}, encoder {}, index {}): the folder was altered; rebuild it",
+            dir.display(),
+            widths[0],
+            widths[1],
+            widths[2]
+        );
+    }
+    if manifest.k == 0 || manifest.k > manifest.hidden {
+        bail!(
+            "{}: k = {} in {MANIFEST_FILE} is not between 1 and the width {}",
+            dir.display(),
+            manifest.k,
+            manifest.hidden
+        );
+    }
+    if manifest.dim != encoder.dim || encoder.dim != model_dim {
+        bail!(
+            "{}: the manifest says {}-d vectors, the encoder takes {}-d and the model gives {}-d",
+            dir.display(),
+            manifest.dim,
+            encoder.dim,
+            model_dim
+        );
+    }
+    Ok(())
 }
 
 /// The first [`SNIPPET_CHARS`] characters of `text`, cut at a word boundary, with "…"

@@ -196,12 +196,8 @@ fn train_then_encode_writes_valid_codes() {
         .arg(&enc)
         .assert()
         .success();
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(enc.join("config.json")).unwrap()).unwrap();
-    assert_eq!(
-        (config["hidden"].as_u64(), config["k"].as_u64()),
-        (Some(48), Some(4))
-    );
+    let (_, config) = ksparse::encoder::SparseEncoder::load(&enc).unwrap();
+    assert_eq!((config.hidden, config.k), (48, 4));
     assert_eq!(
         std::fs::read_to_string(enc.join("train-log.jsonl"))
             .unwrap()
@@ -315,13 +311,7 @@ fn index_build_stats_search_and_bench_search() {
     let dir = tempfile::tempdir().unwrap();
     let x = random_vectors(dir.path(), "x.npy", 300, 12);
     let enc = dir.path().join("enc");
-    ksparse()
-        .args(["train", "--k", "4", "--epochs", "2", "--input"])
-        .arg(&x)
-        .arg("--output")
-        .arg(&enc)
-        .assert()
-        .success();
+    train_small(&x, &enc).assert().success();
     let codes = dir.path().join("codes.kspc");
     encode(&enc, &x, &codes, &[]).assert().success();
     let idx = dir.path().join("idx");
@@ -492,4 +482,432 @@ fn bench_train_alternates_rounds_and_reports_the_ratio_or_why_not() {
         None => assert!(report["baseline_skipped"].is_string(), "{report}"),
     }
     assert!(dir.path().join("report.md").exists());
+}
+
+/// Runs `cmd`, asserts it failed, and returns its standard error.
+fn failure_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        !out.status.success(),
+        "expected a failure; stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+/// Arguments of `ksparse eval-run --json` on `qrels` and `run` (file contents), written
+/// into `dir`.
+fn eval_run_args(dir: &std::path::Path, qrels: &str, run: &str) -> Vec<std::ffi::OsString> {
+    std::fs::write(dir.join("qrels.tsv"), qrels).unwrap();
+    std::fs::write(dir.join("run.trec"), run).unwrap();
+    vec![
+        "eval-run".into(),
+        "--json".into(),
+        "--qrels".into(),
+        dir.join("qrels.tsv").into(),
+        "--run".into(),
+        dir.join("run.trec").into(),
+    ]
+}
+
+/// `ksparse eval-run --json` on `qrels` and `run` (file contents) written into `dir`.
+fn eval_run(dir: &std::path::Path, qrels: &str, run: &str) -> Command {
+    let mut c = ksparse();
+    c.args(eval_run_args(dir, qrels, run));
+    c
+}
+
+#[test]
+fn eval_run_refuses_a_document_listed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = failure_of(&mut eval_run(
+        dir.path(),
+        "q1\td1\t1\n",
+        "q1 Q0 d1 1 0.9 t\nq1 Q0 d2 2 0.8 t\nq1 Q0 d1 3 0.7 t\n",
+    ));
+    assert!(
+        e.contains("run.trec:3") && e.contains("\"d1\"") && e.contains("twice"),
+        "{e}"
+    );
+}
+
+#[test]
+fn evaluation_without_a_judged_query_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    // Judgements, none relevant.
+    let e = failure_of(&mut eval_run(
+        dir.path(),
+        "q1\td1\t0\n",
+        "q1 Q0 d1 1 0.9 t\n",
+    ));
+    assert!(
+        e.contains("qrels.tsv") && e.contains("no query is judged"),
+        "{e}"
+    );
+    // The run's queries are not those of the qrels.
+    let e = failure_of(&mut eval_run(
+        dir.path(),
+        "q1\td1\t1\n",
+        "q9 Q0 d1 1 0.9 t\n",
+    ));
+    assert!(
+        e.contains("run.trec") && e.contains("qrels.tsv") && e.contains("is judged"),
+        "{e}"
+    );
+    // A byte order mark before the header is no error.
+    let v = json_of(&mut eval_run(
+        dir.path(),
+        "\u{feff}query-id\tcorpus-id\tscore\nq1\td1\t1\n",
+        "q1 Q0 d1 1 0.9 t\n",
+    ));
+    assert_eq!(v["mean"]["mrr@10"], 1.0);
+
+    // eval-dense on a dataset whose qrels judge nothing relevant.
+    let e = failure_of(&mut eval_dense_tiny(
+        dir.path(),
+        "d2",
+        "query-id\tcorpus-id\tscore\nq1\td1\t0\n",
+    ));
+    assert!(
+        e.contains("test.tsv") && e.contains("no query is judged"),
+        "{e}"
+    );
+}
+
+#[test]
+fn eval_dense_refuses_a_run_with_whitespace_in_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("out.trec");
+    let e = failure_of(
+        eval_dense_tiny(dir.path(), "doc 2", "q1\td1\t1\n")
+            .arg("--run-output")
+            .arg(&run),
+    );
+    assert!(
+        e.contains("\"doc 2\"") && e.contains("whitespace") && e.contains("out.trec"),
+        "{e}"
+    );
+    assert!(!run.exists());
+}
+
+#[test]
+fn float_flags_must_be_finite_and_in_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = random_vectors(dir.path(), "x.npy", 40, 6);
+    let enc = dir.path().join("enc");
+    let train = |flag: &str, value: &str| {
+        failure_of(
+            ksparse()
+                .args(["train", "--k", "2", "--epochs", "1", flag, value, "--input"])
+                .arg(&x)
+                .arg("--output")
+                .arg(&enc),
+        )
+    };
+    for (flag, value) in [
+        ("--input-noise", "NaN"),
+        ("--input-noise", "-0.1"),
+        ("--temperature", "inf"),
+        ("--temperature", "0"),
+        ("--lr", "0"),
+        ("--lr", "1e39"),
+        ("--validation-fraction", "1"),
+        ("--mse", "-1"),
+        ("--multi", "nan"),
+        ("--aux", "-inf"),
+        ("--dist", "x"),
+        ("--nce", "NaN"),
+    ] {
+        let e = train(flag, value);
+        assert!(e.contains(flag) && e.contains(value), "{flag} {value}: {e}");
+        assert!(!enc.exists());
+    }
+    let e = failure_of(
+        ksparse()
+            .args(["bench", "search", "--noise", "NaN", "--embeddings"])
+            .arg(&x),
+    );
+    assert!(e.contains("--noise"), "{e}");
+    let e = failure_of(ksparse().args([
+        "bench",
+        "quality",
+        "--model",
+        "m",
+        "--dataset",
+        "d",
+        "--nce",
+        "inf",
+    ]));
+    assert!(e.contains("--nce"), "{e}");
+}
+
+#[test]
+fn counts_of_zero_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = random_vectors(dir.path(), "x.npy", 40, 6);
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (x, out) = (p(&x), p(&dir.path().join("out")));
+    let (x, out) = (x.as_str(), out.as_str());
+    for args in [
+        vec!["train", "--k", "0", "--input", x, "--output", out],
+        vec!["train", "--epochs", "0", "--input", x, "--output", out],
+        vec!["train", "--batch-size", "0", "--input", x, "--output", out],
+        vec!["train", "--hidden", "0d", "--input", x, "--output", out],
+        vec![
+            "train",
+            "--pair-batch-size",
+            "0",
+            "--input",
+            x,
+            "--output",
+            out,
+        ],
+        vec!["train", "--dead-after", "0", "--input", x, "--output", out],
+        vec![
+            "encode",
+            "--k",
+            "0",
+            "--encoder",
+            out,
+            "--input",
+            x,
+            "--output",
+            out,
+        ],
+        vec!["search", "--top", "0", out, "query"],
+        vec!["index", "search", "--top", "0", out, "--queries", x],
+        vec![
+            "embed",
+            "--batch-size",
+            "0",
+            "--model",
+            "m",
+            "--input",
+            x,
+            "--output",
+            out,
+        ],
+        vec!["eval", "--k", "16,0", "--model", "m", "--dataset", out],
+        vec!["bench", "train", "--steps", "0"],
+        vec!["bench", "search", "--n", "0", "--embeddings", x],
+    ] {
+        let e = failure_of(ksparse().args(&args));
+        assert!(
+            e.contains("0 is not allowed") || e.contains("no width"),
+            "{args:?}: {e}"
+        );
+    }
+    let e = failure_of(ksparse().args([
+        "index",
+        "search",
+        "--top",
+        "10",
+        "--rescore",
+        "5",
+        out,
+        "--queries",
+        x,
+    ]));
+    assert!(e.contains("--rescore 5") && e.contains("--top 10"), "{e}");
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn encode_refuses_codes_that_overflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = random_vectors(dir.path(), "x.npy", 200, 12);
+    let enc = dir.path().join("enc");
+    train_small(&x, &enc).assert().success();
+    // Finite input, but far too large: ±3e38 in every dimension of rows 3 and 4.
+    let mut m = read_npy(&x).unwrap().slice(ndarray::s![..6, ..]).to_owned();
+    m.row_mut(3).fill(3e38);
+    m.row_mut(4).fill(-3e38);
+    let big = dir.path().join("big.npy");
+    ksparse::io::write_npy(&big, &m).unwrap();
+    let ids: Vec<String> = (0..6).map(|i| format!("doc{i}")).collect();
+    ksparse::io::write_ids(&ksparse::io::ids_path(&big), &ids).unwrap();
+    for name in ["big.kspc", "big.npz"] {
+        let out = dir.path().join(name);
+        let e = failure_of(&mut encode(&enc, &big, &out, &[]));
+        assert!(
+            e.contains("big.npy")
+                && (e.contains("row 3") || e.contains("row 4"))
+                && e.contains("infinite"),
+            "{e}"
+        );
+        assert!(!out.exists());
+    }
+}
+
+#[test]
+fn train_pairs_use_the_supervised_infonce_weight_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = random_vectors(dir.path(), "x.npy", 100, 8);
+    let q = random_vectors(dir.path(), "q.npy", 10, 8);
+    let qids: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    ksparse::io::write_ids(&ksparse::io::ids_path(&q), &qids).unwrap();
+    let qrels = dir.path().join("train.tsv");
+    let lines: String = (0..10)
+        .map(|i| format!("q{i}\tdoc{}\t1\n", i * 3))
+        .collect();
+    std::fs::write(&qrels, lines).unwrap();
+    let enc = dir.path().join("enc");
+    let train = |extra: &[&str]| {
+        let mut c = train_small(&x, &enc);
+        c.arg("--pairs").arg(&q).arg(&x).arg(&qrels).args(extra);
+        c
+    };
+    let out = train(&[]).output().unwrap();
+    succeeded(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("InfoNCE weight 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, config) = ksparse::encoder::SparseEncoder::load(&enc).unwrap();
+    assert_eq!(
+        config.training.losses.nce,
+        ksparse::encoder::train::SUPERVISED_NCE_WEIGHT
+    );
+    std::fs::remove_dir_all(&enc).unwrap();
+    let e = failure_of(&mut train(&["--nce", "0"]));
+    assert!(e.contains("pairs given but InfoNCE weight 0"), "{e}");
+    assert!(!enc.exists());
+    let help = ksparse().args(["train", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("ksparse eval --supervised"), "{help}");
+}
+
+#[test]
+fn codes_with_an_absurd_width_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    // One row, one non-zero at latent 7, width 2³² − 1, valid checksum.
+    let mut b = b"KSPCODE1".to_vec();
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&u32::MAX.to_le_bytes());
+    b.extend_from_slice(&4u32.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&7u32.to_le_bytes());
+    b.extend_from_slice(&0.5f32.to_le_bytes());
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    let codes = dir.path().join("wide.kspc");
+    std::fs::write(&codes, &b).unwrap();
+    ksparse::io::write_ids(&ksparse::io::ids_path(&codes), &["a".into()]).unwrap();
+    let e = failure_of(
+        ksparse()
+            .args(["index", "build", "--codes"])
+            .arg(&codes)
+            .arg("--output")
+            .arg(dir.path().join("idx")),
+    );
+    assert!(
+        e.contains("wide.kspc") && e.contains("hidden") && e.contains("4294967295"),
+        "{e}"
+    );
+}
+
+/// Runs ksparse with `args`, its standard output closed by the reader right away (as
+/// `| head` does once it has its lines), and asserts that it still succeeds, without a
+/// panic.
+fn survives_a_closed_pipe<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ksparse"))
+        .args(["--threads", "2"])
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !err.contains("panicked"),
+        "{:?}: {err}",
+        out.status
+    );
+}
+
+#[test]
+fn printing_commands_stop_quietly_on_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    survives_a_closed_pipe(eval_run_args(
+        dir.path(),
+        "q1\td1\t1\n",
+        "q1 Q0 d1 1 0.9 t\n",
+    ));
+    let x = random_vectors(dir.path(), "x.npy", 300, 12);
+    let enc = dir.path().join("enc");
+    ksparse()
+        .args(["train", "--k", "4", "--epochs", "1", "--input"])
+        .arg(&x)
+        .arg("--output")
+        .arg(&enc)
+        .assert()
+        .success();
+    let codes = dir.path().join("codes.kspc");
+    encode(&enc, &x, &codes, &[]).assert().success();
+    let idx = dir.path().join("idx");
+    ksparse()
+        .args(["index", "build", "--codes"])
+        .arg(&codes)
+        .arg("--output")
+        .arg(&idx)
+        .assert()
+        .success();
+    let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (x, codes, idx, enc2) = (s(&x), s(&codes), s(&idx), s(&dir.path().join("enc2")));
+    survives_a_closed_pipe(["index", "stats", &idx]);
+    survives_a_closed_pipe(["index", "stats", "--json", &idx]);
+    survives_a_closed_pipe(["index", "search", "--top", "50", "--queries", &codes, &idx]);
+    survives_a_closed_pipe([
+        "train", "--k", "4", "--epochs", "1", "--input", &x, "--output", &enc2,
+    ]);
+}
+
+/// `ksparse eval-dense` on a two-document, one-query dataset in `dir` (documents "d1" and
+/// `second`, query "q1", `qrels` as test.tsv) with random vectors given for both.
+fn eval_dense_tiny(dir: &std::path::Path, second: &str, qrels: &str) -> Command {
+    let ds = dir.join("ds");
+    std::fs::create_dir_all(ds.join("qrels")).unwrap();
+    let corpus_lines = format!(
+        "{{\"_id\":\"d1\",\"text\":\"x\"}}\n{}\n",
+        serde_json::json!({ "_id": second, "text": "y" })
+    );
+    std::fs::write(ds.join("corpus.jsonl"), corpus_lines).unwrap();
+    std::fs::write(
+        ds.join("queries.jsonl"),
+        "{\"_id\":\"q1\",\"text\":\"x\"}\n",
+    )
+    .unwrap();
+    std::fs::write(ds.join("qrels/test.tsv"), qrels).unwrap();
+    let corpus = random_vectors(dir, "corpus.npy", 2, 4);
+    ksparse::io::write_ids(
+        &ksparse::io::ids_path(&corpus),
+        &["d1".into(), second.into()],
+    )
+    .unwrap();
+    let queries = random_vectors(dir, "queries.npy", 1, 4);
+    ksparse::io::write_ids(&ksparse::io::ids_path(&queries), &["q1".into()]).unwrap();
+    let mut c = ksparse();
+    c.args(["eval-dense", "--model", "unused", "--dataset"])
+        .arg(&ds)
+        .arg("--corpus-embeddings")
+        .arg(&corpus)
+        .arg("--query-embeddings")
+        .arg(&queries);
+    c
+}
+
+/// `ksparse train` of a small encoder (k 4, 2 epochs) on `x` into `enc`.
+fn train_small(x: &std::path::Path, enc: &std::path::Path) -> Command {
+    let mut c = ksparse();
+    c.args(["train", "--k", "4", "--epochs", "2", "--input"])
+        .arg(x)
+        .arg("--output")
+        .arg(enc);
+    c
 }

@@ -115,6 +115,61 @@ fn build_then_search_by_text() {
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1]["query"], "protein folding in cells");
 
+    // A tampered copy of the folder is refused with the reason, never searched.
+    let search_copy = |name: &str, tamper: &dyn Fn(&std::path::Path)| -> String {
+        let copy = dir.path().join(name);
+        copy_dir(&folder, &copy);
+        tamper(&copy);
+        let out = ksparse()
+            .arg("search")
+            .arg(&copy)
+            .arg("vitamin D")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name}: searched a tampered folder");
+        stderr(&out)
+    };
+    let edit_manifest =
+        |copy: &std::path::Path, key: &str, value: serde_json::Value, keep_sum: bool| {
+            let path = copy.join("ksparse.json");
+            let mut m: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            m["content"][key] = value;
+            if !keep_sum {
+                // As a manifest written before checksums: the content alone.
+                m = m["content"].take();
+            }
+            std::fs::write(&path, m.to_string()).unwrap();
+        };
+    let err = search_copy("edited.ks", &|c| edit_manifest(c, "k", 4.into(), true));
+    assert!(err.contains("checksum mismatch"), "{err}");
+    let err = search_copy("k0.ks", &|c| edit_manifest(c, "k", 0.into(), false));
+    assert!(err.contains("k = 0"), "{err}");
+    let err = search_copy("sha.ks", &|c| {
+        edit_manifest(c, "model_sha256", "éééééééééééééééé".into(), false)
+    });
+    assert!(
+        err.contains("different model") && !err.contains("panicked"),
+        "{err}"
+    );
+    let err = search_copy("swapped.ks", &|c| {
+        std::fs::remove_dir_all(c.join("index")).unwrap();
+        let code = ksparse::encoder::SparseCode {
+            ids: vec![1],
+            values: vec![1.0],
+        };
+        ksparse::index::build(&c.join("index"), &[code], &["x".into()], 64).unwrap();
+    });
+    assert!(err.contains("disagree on the width"), "{err}");
+    let err = search_copy("docs.ks", &|c| {
+        let docs = std::fs::read_to_string(c.join("docs.jsonl")).unwrap();
+        std::fs::write(c.join("docs.jsonl"), docs.replacen("a", "b", 1)).unwrap();
+    });
+    assert!(
+        err.contains("docs.jsonl") && err.contains("SHA-256"),
+        "{err}"
+    );
+
     // Another model is refused with the reason and the fix.
     if let Some(other) = common::model("all-mpnet-base-v2") {
         let out = ksparse()
@@ -293,4 +348,17 @@ fn eval_explains_a_wrong_dataset_and_k_above_the_width() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Copies a folder tree.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }

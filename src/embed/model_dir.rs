@@ -194,7 +194,11 @@ impl ModelDir {
                 config.hidden_act
             );
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             bail!(
                 "{}: hidden_size {} is not divisible by num_attention_heads {}",
                 config_file.display(),

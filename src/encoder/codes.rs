@@ -10,6 +10,11 @@
 //!
 //! Ids are u16 when hidden ≤ 65536 (3 of every 4 bytes of a u32 id would be zero).
 //! A name ending in `.npz` writes a SciPy CSR matrix instead (`scipy.sparse.load_npz`).
+//!
+//! Both writers refuse codes that would not read back: a width outside 1..=[`MAX_HIDDEN`],
+//! ids not strictly ascending or not below the width, and NaN or infinite values (an
+//! encoder overflow), naming the row. The reader checks the header against the file's
+//! length and [`MAX_HIDDEN`] before it allocates anything.
 
 use std::io::Write;
 use std::path::Path;
@@ -20,6 +25,48 @@ use super::linalg::top_indices;
 use crate::io::write_atomic;
 
 const MAGIC: &[u8; 8] = b"KSPCODE1";
+
+/// Header bytes before the first row: magic, rows, hidden, id_bytes, nnz.
+const HEADER: usize = 32;
+
+/// The widest codes a file may hold: the index's limit, 2²⁴ latents (thousands of times
+/// the widths in use; an index allocates per latent, so a corrupt width must not pass for
+/// a real one).
+pub const MAX_HIDDEN: usize = crate::index::segment::MAX_HIDDEN;
+
+/// The first row of `codes` holding a NaN or infinite value (an encoder overflow).
+pub fn first_non_finite(codes: &[SparseCode]) -> Option<usize> {
+    codes
+        .iter()
+        .position(|c| c.values.iter().any(|v| !v.is_finite()))
+}
+
+/// Checks that `codes` can be written as `hidden`-wide codes that read back as they are.
+fn check_codes(path: &Path, codes: &[SparseCode], hidden: usize) -> Result<()> {
+    let p = path.display();
+    if hidden == 0 || hidden > MAX_HIDDEN {
+        bail!("cannot write {p}: width {hidden} is outside 1..={MAX_HIDDEN}");
+    }
+    for (row, c) in codes.iter().enumerate() {
+        if c.ids.len() != c.values.len() {
+            bail!(
+                "cannot write {p}: row {row} has {} ids but {} values",
+                c.ids.len(),
+                c.values.len()
+            );
+        }
+        if let Some(w) = c.ids.windows(2).position(|w| w[0] >= w[1]) {
+            bail!("cannot write {p}: row {row}: ids not strictly ascending at position {w}");
+        }
+        if let Some(&id) = c.ids.iter().find(|&&id| id as usize >= hidden) {
+            bail!("cannot write {p}: row {row}: id {id} ≥ width {hidden}");
+        }
+        if let Some(v) = c.values.iter().find(|v| !v.is_finite()) {
+            bail!("cannot write {p}: row {row} has the value {v} (overflow: the row's input is too large)");
+        }
+    }
+    Ok(())
+}
 
 /// One sparse vector: latent ids in ascending order and their non-zero values.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -75,12 +122,13 @@ impl SparseCode {
 
 /// Writes codes to `path`: `.npz` → SciPy CSR, anything else → `.kspc`. Atomic.
 pub fn write_codes(path: &Path, codes: &[SparseCode], hidden: usize) -> Result<()> {
+    check_codes(path, codes, hidden)?;
     if path.extension().is_some_and(|e| e == "npz") {
         return write_npz(path, codes, hidden);
     }
     let id_bytes: u32 = if hidden <= 1 << 16 { 2 } else { 4 };
     let nnz: usize = codes.iter().map(SparseCode::len).sum();
-    let mut buf = Vec::with_capacity(32 + codes.len() * 4 + nnz * (id_bytes as usize + 4));
+    let mut buf = Vec::with_capacity(HEADER + codes.len() * 4 + nnz * (id_bytes as usize + 4));
     buf.extend_from_slice(MAGIC);
     buf.extend_from_slice(&(codes.len() as u64).to_le_bytes());
     buf.extend_from_slice(&(hidden as u32).to_le_bytes());
@@ -104,10 +152,15 @@ pub fn write_codes(path: &Path, codes: &[SparseCode], hidden: usize) -> Result<(
     write_atomic(path, |w| Ok(w.write_all(&buf)?))
 }
 
-/// Reads a `.kspc` file, verifying its checksum and every row. Returns (codes, hidden).
+/// Reads a `.kspc` file, verifying its checksum, its header against the file's length and
+/// [`MAX_HIDDEN`] (before allocating), and every row. Returns (codes, hidden).
 pub fn read_codes(path: &Path) -> Result<(Vec<SparseCode>, usize)> {
-    let buf = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let p = path.display();
+    let buf = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{p} not found"),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {p}")),
+    };
     if buf.len() < 36 || &buf[..8] != MAGIC {
         bail!("{p}: not a ksparse codes file (bad magic or too short)");
     }
@@ -117,15 +170,33 @@ pub fn read_codes(path: &Path) -> Result<(Vec<SparseCode>, usize)> {
     }
     let u32_at = |o: usize| u32::from_le_bytes(body[o..o + 4].try_into().expect("4 bytes"));
     let u64_at = |o: usize| u64::from_le_bytes(body[o..o + 8].try_into().expect("8 bytes"));
-    let rows = u64_at(8) as usize;
-    let hidden = u32_at(16) as usize;
-    let id_bytes = u32_at(20) as usize;
-    let nnz = u64_at(24) as usize;
-    if id_bytes != 2 && id_bytes != 4 {
-        bail!("{p}: id width {id_bytes} is not 2 or 4");
+    // The header is checked against the file's length before anything is allocated.
+    let (rows64, hidden, id_bytes, nnz64) =
+        (u64_at(8), u32_at(16) as usize, u32_at(20), u64_at(24));
+    if hidden == 0 || hidden > MAX_HIDDEN {
+        bail!("{p}: header field hidden (the width) = {hidden} is outside 1..={MAX_HIDDEN}");
     }
-    let mut off = 32;
-    let mut codes = Vec::with_capacity(rows.min(body.len() / 4));
+    if id_bytes != 2 && id_bytes != 4 {
+        bail!("{p}: header field id_bytes = {id_bytes} is not 2 or 4");
+    }
+    let payload = (body.len() - HEADER) as u64;
+    let need = rows64.checked_mul(4).and_then(|r| {
+        nnz64
+            .checked_mul(id_bytes as u64 + 4)
+            .and_then(|z| r.checked_add(z))
+    });
+    if need != Some(payload) {
+        bail!(
+            "{p}: header fields rows = {rows64} and nnz = {nnz64} do not match the file's length ({payload} bytes of rows)"
+        );
+    }
+    if nnz64 > rows64.saturating_mul(hidden as u64) {
+        bail!("{p}: header field nnz = {nnz64} exceeds rows × hidden = {rows64} × {hidden}");
+    }
+    // Both fit in memory now: they are bounded by the file's length.
+    let (rows, nnz, id_bytes) = (rows64 as usize, nnz64 as usize, id_bytes as usize);
+    let mut off = HEADER;
+    let mut codes = Vec::with_capacity(rows);
     for row in 0..rows {
         if off + 4 > body.len() {
             bail!("{p}: row {row}: truncated");
@@ -190,7 +261,7 @@ fn npy_bytes(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let mut header =
         format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // Pad so that magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -285,6 +356,80 @@ mod tests {
         assert!(format!("{:#}", read_codes(&p).unwrap_err()).contains("checksum"));
         std::fs::write(&p, &bytes[..20]).unwrap();
         assert!(read_codes(&p).is_err());
+    }
+
+    /// A `.kspc` with this header and body and a valid checksum.
+    fn kspc_bytes(rows: u64, hidden: u32, id_bytes: u32, nnz: u64, body: &[u8]) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&rows.to_le_bytes());
+        b.extend_from_slice(&hidden.to_le_bytes());
+        b.extend_from_slice(&id_bytes.to_le_bytes());
+        b.extend_from_slice(&nnz.to_le_bytes());
+        b.extend_from_slice(body);
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn kspc_header_is_checked_before_allocating() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.kspc");
+        // One row with one non-zero: 4 + 2 + 4 bytes.
+        let row = [
+            1u32.to_le_bytes().as_slice(),
+            &3u16.to_le_bytes(),
+            &1.5f32.to_le_bytes(),
+        ]
+        .concat();
+        std::fs::write(&p, kspc_bytes(1, 8, 2, 1, &row)).unwrap();
+        assert_eq!(read_codes(&p).unwrap().0[0].ids, [3]);
+        let err = |bytes: Vec<u8>| {
+            std::fs::write(&p, bytes).unwrap();
+            format!("{:#}", read_codes(&p).unwrap_err())
+        };
+        let e = err(kspc_bytes(1, u32::MAX, 4, 1, &[0; 12]));
+        assert!(
+            e.contains("c.kspc") && e.contains("hidden") && e.contains("4294967295"),
+            "{e}"
+        );
+        let e = err(kspc_bytes(1, 0, 2, 0, &[0; 4]));
+        assert!(e.contains("hidden"), "{e}");
+        let e = err(kspc_bytes(u64::MAX, 8, 2, 1, &row));
+        assert!(e.contains("rows = 18446744073709551615"), "{e}");
+        let e = err(kspc_bytes(1, 8, 2, u64::MAX / 2, &row));
+        assert!(e.contains("nnz"), "{e}");
+        let e = err(kspc_bytes(1, 8, 3, 1, &row));
+        assert!(e.contains("id_bytes = 3"), "{e}");
+        // Consistent with the length but more non-zeros than rows × hidden allow.
+        let e = err(kspc_bytes(0, 1, 2, 2, &[0; 12]));
+        assert!(e.contains("nnz = 2"), "{e}");
+    }
+
+    #[test]
+    fn writers_refuse_codes_that_would_not_read_back() {
+        let d = tempfile::tempdir().unwrap();
+        for name in ["c.kspc", "c.npz"] {
+            let p = d.path().join(name);
+            let mut codes = sample();
+            codes[2].values[0] = f32::INFINITY;
+            let e = format!("{:#}", write_codes(&p, &codes, 1024).unwrap_err());
+            assert!(
+                e.contains(name) && e.contains("row 2") && e.contains("inf"),
+                "{e}"
+            );
+            codes[2].values[0] = f32::NAN;
+            assert!(format!("{:#}", write_codes(&p, &codes, 1024).unwrap_err()).contains("row 2"));
+            let e = format!("{:#}", write_codes(&p, &sample(), 900).unwrap_err());
+            assert!(e.contains("row 0") && e.contains("900"), "{e}");
+            let e = format!(
+                "{:#}",
+                write_codes(&p, &sample(), MAX_HIDDEN + 1).unwrap_err()
+            );
+            assert!(e.contains("width"), "{e}");
+            assert!(!p.exists());
+        }
+        assert_eq!(first_non_finite(&sample()), None);
     }
 
     #[test]

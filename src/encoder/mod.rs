@@ -32,6 +32,22 @@ pub const CONFIG_FILE: &str = "config.json";
 /// Weights file inside an encoder folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
+/// Encoder folders, as [`crate::io::write_dir_atomic`] knows them: one written before
+/// folders carried a marker is recognised by a config that reads as an encoder's.
+pub const FOLDER: crate::io::FolderKind = crate::io::FolderKind {
+    name: "encoder",
+    legacy: |dir| {
+        crate::io::read_json_checked::<EncoderConfig>(&dir.join(CONFIG_FILE), "encoder config")
+            .is_ok()
+    },
+};
+
+/// SHA-256 of a weights file's bytes, as hex.
+fn weights_sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
 /// The trained parameters of a K-sparse autoencoder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SparseEncoder {
@@ -120,7 +136,8 @@ impl SparseEncoder {
         linalg::matmul_bt(q, 1, self.dim, &self.w_dec, self.hidden)
     }
 
-    /// Writes `config.json` (with `meta`) and `model.safetensors` into `dir`, each atomically.
+    /// Writes `config.json` (with `meta`, the weights' SHA-256 and its own checksum) and
+    /// `model.safetensors` into `dir`, each atomically.
     pub fn save(&self, dir: &Path, meta: &EncoderConfig) -> Result<()> {
         self.validate()?;
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -153,23 +170,52 @@ impl SparseEncoder {
         crate::io::write_atomic(&dir.join(WEIGHTS_FILE), |w| {
             Ok(std::io::Write::write_all(w, &blob)?)
         })?;
-        crate::io::write_atomic(&dir.join(CONFIG_FILE), |w| {
-            Ok(serde_json::to_writer_pretty(w, meta)?)
-        })?;
-        Ok(())
+        let meta = EncoderConfig {
+            weights_sha256: Some(weights_sha256(&blob)),
+            ..meta.clone()
+        };
+        crate::io::write_json_checked(&dir.join(CONFIG_FILE), &meta)
     }
 
-    /// Loads an encoder folder, checking the config against the weights.
+    /// Loads an encoder folder, verifying the config's checksum, the weights against the
+    /// SHA-256 the config records, and the config's dimensions against the weights.
     pub fn load(dir: &Path) -> Result<(Self, EncoderConfig)> {
-        let config_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&config_path)
-            .with_context(|| format!("encoder config missing: {}", config_path.display()))?;
-        let config: EncoderConfig = serde_json::from_str(&text)
-            .with_context(|| format!("invalid encoder config {}", config_path.display()))?;
+        let config: EncoderConfig =
+            crate::io::read_json_checked(&dir.join(CONFIG_FILE), "encoder config")?;
         let weights_path = dir.join(WEIGHTS_FILE);
         let blob = std::fs::read(&weights_path)
-            .with_context(|| format!("encoder weights missing: {}", weights_path.display()))?;
-        let tensors = safetensors::SafeTensors::deserialize(&blob).with_context(|| {
+            .map_err(|e| crate::io::IoError::at(&weights_path, "cannot read", e))?;
+        Self::from_parts(&config, &blob, &weights_path).map(|enc| (enc, config))
+    }
+
+    /// The encoder of `config` from the bytes of its weights file (`weights_path` names
+    /// it in errors): the SHA-256 recorded in the config is checked first (configs
+    /// written before it was recorded have none), then tensor names, shapes and values.
+    pub fn from_parts(config: &EncoderConfig, blob: &[u8], weights_path: &Path) -> Result<Self> {
+        if let Some(want) = &config.weights_sha256 {
+            let got = weights_sha256(blob);
+            if *want != got {
+                bail!(
+                    "{}: SHA-256 {got} does not match the {want} recorded in {CONFIG_FILE}: the weights were damaged or replaced",
+                    weights_path.display()
+                );
+            }
+        }
+        let (d, h) = (config.dim, config.hidden);
+        let max = crate::index::segment::MAX_HIDDEN;
+        if d == 0
+            || h == 0
+            || h > max
+            || d > max
+            || h.checked_mul(d).is_none_or(|n| n > blob.len() / 4)
+        {
+            bail!(
+                "{}: dimensions {d} × {h} do not fit its {} bytes",
+                weights_path.display(),
+                blob.len()
+            );
+        }
+        let tensors = safetensors::SafeTensors::deserialize(blob).with_context(|| {
             format!(
                 "{}: corrupt or truncated safetensors file",
                 weights_path.display()
@@ -192,7 +238,6 @@ impl SparseEncoder {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect())
         };
-        let (d, h) = (config.dim, config.hidden);
         let enc = Self {
             dim: d,
             hidden: h,
@@ -203,7 +248,7 @@ impl SparseEncoder {
         };
         enc.validate()
             .with_context(|| format!("{}: invalid weights", weights_path.display()))?;
-        Ok((enc, config))
+        Ok(enc)
     }
 }
 
@@ -225,6 +270,10 @@ pub struct EncoderConfig {
     /// Free-form provenance (input files and their row counts).
     #[serde(default)]
     pub sources: HashMap<String, usize>,
+    /// SHA-256 of `model.safetensors`, filled in by [`SparseEncoder::save`] and checked by
+    /// [`SparseEncoder::load`] (absent in folders written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 /// Statistics of the training vectors.
@@ -270,5 +319,56 @@ impl std::str::FromStr for Hidden {
             Some(m) => m.parse().map(Self::TimesDim).map_err(|_| bad()),
             None => s.parse().map(Self::Latents).map_err(|_| bad()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(dir: &Path) -> SparseEncoder {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let enc = train::init_encoder(8, 32, vec![0.1; 8], &mut rng);
+        let config = EncoderConfig {
+            version: "test".into(),
+            dim: 8,
+            hidden: 32,
+            k: 4,
+            training: train::TrainConfig::default(),
+            data: DataStats::default(),
+            sources: HashMap::new(),
+            weights_sha256: None,
+        };
+        enc.save(dir, &config).unwrap();
+        enc
+    }
+
+    #[test]
+    fn damaged_weights_or_config_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let enc = saved(dir.path());
+        assert_eq!(SparseEncoder::load(dir.path()).unwrap().0, enc);
+        let weights = dir.path().join(WEIGHTS_FILE);
+        let good = std::fs::read(&weights).unwrap();
+        // A flipped bit in a weight value: still valid safetensors, other codes.
+        let mut bad = good.clone();
+        let last = bad.len() - 3;
+        bad[last] ^= 0x10;
+        std::fs::write(&weights, &bad).unwrap();
+        let err = format!("{:#}", SparseEncoder::load(dir.path()).unwrap_err());
+        assert!(
+            err.contains("SHA-256") && err.contains("model.safetensors"),
+            "{err}"
+        );
+        std::fs::write(&weights, &good).unwrap();
+        // An edited config: the checksum no longer matches.
+        let config = dir.path().join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, text.replace("\"k\": 4", "\"k\": 5")).unwrap();
+        let err = format!("{:#}", SparseEncoder::load(dir.path()).unwrap_err());
+        assert!(
+            err.contains("checksum mismatch") && err.contains("config.json"),
+            "{err}"
+        );
     }
 }

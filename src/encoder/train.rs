@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
+use super::codes::MAX_HIDDEN;
 use super::loss::{step, Batch, Grads, LossValues, LossWeights, Workspace};
 use super::{DataStats, SparseEncoder};
 use crate::data::{read_qrels, Qrels};
@@ -71,6 +72,98 @@ impl Default for TrainConfig {
             dead_after: None,
             input_noise: 0.3,
         }
+    }
+}
+
+/// InfoNCE weight of supervised encoders: `ksparse eval --supervised`, the supervised rows
+/// of `ksparse bench quality`, and `ksparse train --pairs` without `--nce`.
+pub const SUPERVISED_NCE_WEIGHT: f32 = 1.0;
+
+impl TrainConfig {
+    /// Checks every setting, naming the field: sizes at least 1, k within the width, loss
+    /// weights finite and ≥ 0 with at least one of them > 0, learning rate and temperature
+    /// finite and > 0, validation fraction in [0, 1), input noise finite and ≥ 0.
+    /// [`train`] calls it first; a setting out of range would otherwise train a silently
+    /// wrong encoder (or write `null` into its config.json).
+    pub fn validate(&self) -> Result<()> {
+        let w = &self.losses;
+        if self.hidden == 0 || self.hidden > MAX_HIDDEN {
+            bail!(
+                "hidden = {} must be between 1 and {MAX_HIDDEN} latents (the widest codes files hold)",
+                self.hidden
+            );
+        }
+        if self.k == 0 || self.k > self.hidden {
+            bail!(
+                "k = {} must be between 1 and hidden = {}",
+                self.k,
+                self.hidden
+            );
+        }
+        for (field, v) in [("epochs", self.epochs), ("batch_size", self.batch_size)] {
+            if v == 0 {
+                bail!("{field} = 0 must be at least 1");
+            }
+        }
+        for (field, v) in [
+            ("losses.mse", w.mse),
+            ("losses.multi", w.multi),
+            ("losses.aux", w.aux),
+            ("losses.dist", w.dist),
+            ("losses.nce", w.nce),
+            ("input_noise", self.input_noise),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("{field} = {v} must be a finite number ≥ 0");
+            }
+        }
+        if [w.mse, w.multi, w.aux, w.dist, w.nce]
+            .iter()
+            .all(|&v| v == 0.0)
+        {
+            bail!("every loss weight (losses.mse, multi, aux, dist, nce) is 0: nothing to train");
+        }
+        for (field, v) in [
+            ("learning_rate", self.learning_rate),
+            ("losses.temperature", w.temperature),
+        ] {
+            if !v.is_finite() || v <= 0.0 {
+                bail!("{field} = {v} must be a finite number > 0");
+            }
+        }
+        if !(0.0..1.0).contains(&self.validation_fraction) {
+            bail!(
+                "validation_fraction = {} must be in [0, 1)",
+                self.validation_fraction
+            );
+        }
+        if w.multi > 0.0
+            && (w.multi_k_factor == 0 || self.k.checked_mul(w.multi_k_factor).is_none())
+        {
+            bail!(
+                "losses.multi_k_factor = {} must be at least 1 (and k × it a valid count) when losses.multi > 0",
+                w.multi_k_factor
+            );
+        }
+        if w.aux > 0.0 && w.aux_k == 0 {
+            bail!("losses.aux_k = 0 must be at least 1 when losses.aux > 0");
+        }
+        if w.nce > 0.0 && self.pair_batch_size == 0 {
+            bail!("pair_batch_size = 0 must be at least 1 when losses.nce > 0");
+        }
+        if let Some(k0) = self.k_anneal_from {
+            if k0 < self.k || k0 > self.hidden {
+                bail!(
+                    "k_anneal_from = {k0} must be between k = {} and hidden = {}",
+                    self.k,
+                    self.hidden
+                );
+            }
+        }
+        if self.dead_after == Some(0) {
+            bail!("dead_after = 0 must be at least 1 (every latent would always count as dead)");
+        }
+        Ok(())
     }
 }
 
@@ -288,28 +381,46 @@ pub fn train(
     mut on_step: impl FnMut(usize, usize),
     mut on_epoch: impl FnMut(&EpochLog),
 ) -> Result<(SparseEncoder, DataStats, Vec<EpochLog>)> {
-    let rows = data.len().checked_div(dim).unwrap_or(0);
+    if dim == 0 || !data.len().is_multiple_of(dim) {
+        bail!(
+            "{} training values are not whole rows of dim = {dim}",
+            data.len()
+        );
+    }
+    let rows = data.len() / dim;
     if rows < 2 {
         bail!("need at least 2 training vectors, got {rows}");
     }
-    if cfg.k == 0 || cfg.k > cfg.hidden {
-        bail!(
-            "k = {} must be between 1 and hidden = {}",
-            cfg.k,
-            cfg.hidden
-        );
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        bail!("training row {} holds a NaN or infinite value", i / dim);
     }
-    if cfg.batch_size == 0 || cfg.epochs == 0 {
-        bail!("batch size and epochs must be at least 1");
-    }
-    if !(0.0..1.0).contains(&cfg.validation_fraction) {
-        bail!(
-            "validation fraction {} must be in [0, 1)",
-            cfg.validation_fraction
-        );
-    }
+    cfg.validate()?;
     if cfg.losses.nce > 0.0 && pairs.is_none() {
-        bail!("the InfoNCE weight is set but no training pairs were given (--pairs)");
+        bail!(
+            "losses.nce = {} but no training pairs were given",
+            cfg.losses.nce
+        );
+    }
+    if let Some(p) = pairs {
+        if p.queries.len() != p.docs.len() || !p.queries.len().is_multiple_of(dim) {
+            bail!(
+                "training pairs hold {} query and {} document values, not whole {dim}-d rows of equal count",
+                p.queries.len(),
+                p.docs.len()
+            );
+        }
+        if p.queries.is_empty() {
+            bail!("the training pairs are empty");
+        }
+        if let Some(i) = p.queries.iter().chain(&p.docs).position(|v| !v.is_finite()) {
+            bail!(
+                "training pair {} holds a NaN or infinite value",
+                (i % p.queries.len()) / dim
+            );
+        }
+        if cfg.losses.nce == 0.0 {
+            bail!("training pairs were given but losses.nce = 0, so they would be ignored");
+        }
     }
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut order: Vec<usize> = (0..rows).collect();
@@ -593,6 +704,149 @@ mod tests {
             "{:#}",
             train(&data, 4, None, &nce, |_, _| {}, |_| {}).unwrap_err()
         )
-        .contains("--pairs"));
+        .contains("losses.nce = 1 but no training pairs"));
+    }
+
+    #[test]
+    fn every_setting_is_validated_by_field_name() {
+        let data = planted(10, 4, 1);
+        let check = |cfg: TrainConfig, field: &str| {
+            let e = format!(
+                "{:#}",
+                train(&data, 4, None, &cfg, |_, _| {}, |_| {}).unwrap_err()
+            );
+            assert!(e.contains(field) && !e.contains("--"), "{field}: {e}");
+            assert!(cfg.validate().is_err());
+        };
+        let losses = |f: fn(&mut LossWeights)| {
+            let mut w = LossWeights::default();
+            f(&mut w);
+            TrainConfig {
+                losses: w,
+                ..small_config()
+            }
+        };
+        check(
+            TrainConfig {
+                input_noise: f32::NAN,
+                ..small_config()
+            },
+            "input_noise = NaN",
+        );
+        check(
+            losses(|w| w.temperature = f32::INFINITY),
+            "losses.temperature = inf",
+        );
+        check(losses(|w| w.temperature = 0.0), "losses.temperature = 0");
+        check(losses(|w| w.dist = -1.0), "losses.dist = -1");
+        check(losses(|w| w.mse = f32::NAN), "losses.mse");
+        check(
+            losses(|w| {
+                w.mse = 0.0;
+                w.multi = 0.0;
+                w.aux = 0.0;
+                w.dist = 0.0;
+            }),
+            "every loss weight",
+        );
+        check(losses(|w| w.multi_k_factor = 0), "losses.multi_k_factor");
+        check(losses(|w| w.aux_k = 0), "losses.aux_k");
+        check(
+            TrainConfig {
+                hidden: MAX_HIDDEN + 1,
+                ..small_config()
+            },
+            "hidden = 16777217",
+        );
+        for lr in [0.0, -1e-3, f32::NAN, f32::INFINITY] {
+            check(
+                TrainConfig {
+                    learning_rate: lr,
+                    ..small_config()
+                },
+                "learning_rate",
+            );
+        }
+        for fraction in [1.0, -0.1, f32::NAN] {
+            check(
+                TrainConfig {
+                    validation_fraction: fraction,
+                    ..small_config()
+                },
+                "validation_fraction",
+            );
+        }
+        check(
+            TrainConfig {
+                epochs: 0,
+                ..small_config()
+            },
+            "epochs = 0",
+        );
+        check(
+            TrainConfig {
+                batch_size: 0,
+                ..small_config()
+            },
+            "batch_size = 0",
+        );
+        check(
+            TrainConfig {
+                k_anneal_from: Some(2),
+                ..small_config()
+            },
+            "k_anneal_from = 2",
+        );
+        check(
+            TrainConfig {
+                dead_after: Some(0),
+                ..small_config()
+            },
+            "dead_after = 0",
+        );
+        assert!(small_config().validate().is_ok());
+        assert!(TrainConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn pairs_need_an_infonce_weight() {
+        let d = 4;
+        let data = planted(20, d, 2);
+        let pairs = Pairs {
+            queries: data[..2 * d].to_vec(),
+            docs: data[2 * d..4 * d].to_vec(),
+        };
+        let cfg = TrainConfig {
+            epochs: 1,
+            ..small_config()
+        };
+        let e = format!(
+            "{:#}",
+            train(&data, d, Some(&pairs), &cfg, |_, _| {}, |_| {}).unwrap_err()
+        );
+        assert!(e.contains("losses.nce = 0"), "{e}");
+        let with_nce = TrainConfig {
+            losses: LossWeights {
+                nce: SUPERVISED_NCE_WEIGHT,
+                ..LossWeights::default()
+            },
+            ..cfg
+        };
+        assert!(train(&data, d, Some(&pairs), &with_nce, |_, _| {}, |_| {}).is_ok());
+        let ragged = Pairs {
+            queries: data[..2 * d].to_vec(),
+            docs: data[..d].to_vec(),
+        };
+        assert!(train(&data, d, Some(&ragged), &with_nce, |_, _| {}, |_| {}).is_err());
+        // Training rows must be whole rows of `dim` values.
+        assert!(train(
+            &data[..d * 5 + 1],
+            d,
+            None,
+            &small_config(),
+            |_, _| {},
+            |_| {}
+        )
+        .is_err());
     }
 }

@@ -86,7 +86,10 @@ pub fn query_metrics(ranked: &[&str], judged: &HashMap<String, i32>) -> Metrics 
     }
 }
 
-/// Evaluates a run against qrels (see the module docs for the conventions).
+/// Evaluates a run against qrels (see the module docs for the conventions). With no
+/// judged query the mean is all zeros over `queries == 0`; `eval::evaluate_checked` refuses
+/// that case instead. A document listed twice for a query counts twice: runs read from
+/// files are checked for that by `eval::read_trec_run`.
 pub fn evaluate(qrels: &Qrels, run: &Run) -> Evaluation {
     let mut per_query = BTreeMap::new();
     for (qid, judged) in qrels {
@@ -104,12 +107,18 @@ pub fn evaluate(qrels: &Qrels, run: &Run) -> Evaluation {
         };
         per_query.insert(qid.clone(), m);
     }
-    let n = per_query.len().max(1) as f64;
-    let sum = |f: fn(&Metrics) -> f64| per_query.values().map(f).sum::<f64>() / n;
-    let mean = Metrics {
-        ndcg_at_10: sum(|m| m.ndcg_at_10),
-        recall_at_100: sum(|m| m.recall_at_100),
-        mrr_at_10: sum(|m| m.mrr_at_10),
+    // No judged query: no mean either (all zero, and `queries` says 0); callers that report
+    // a mean refuse this case (see `eval::evaluate_checked`).
+    let mean = if per_query.is_empty() {
+        Metrics::default()
+    } else {
+        let n = per_query.len() as f64;
+        let sum = |f: fn(&Metrics) -> f64| per_query.values().map(f).sum::<f64>() / n;
+        Metrics {
+            ndcg_at_10: sum(|m| m.ndcg_at_10),
+            recall_at_100: sum(|m| m.recall_at_100),
+            mrr_at_10: sum(|m| m.mrr_at_10),
+        }
     };
     Evaluation {
         mean,
@@ -177,5 +186,15 @@ mod tests {
         assert_eq!(e.per_query["q1"].mrr_at_10, 0.5);
         assert_eq!(e.per_query["q2"], Metrics::default());
         assert_eq!(e.mean.mrr_at_10, 0.25);
+    }
+
+    #[test]
+    fn the_mean_over_no_query_is_zero_not_negative_zero() {
+        let mut qrels = Qrels::new();
+        qrels.insert("q".into(), judged(&[("a", 0)]));
+        let e = evaluate(&qrels, &Run::new());
+        assert_eq!(e.queries, 0);
+        assert!(e.mean.ndcg_at_10.is_sign_positive() && e.mean.ndcg_at_10 == 0.0);
+        assert_eq!(format!("{:.4}", e.mean.ndcg_at_10), "0.0000");
     }
 }

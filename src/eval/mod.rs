@@ -4,7 +4,8 @@ pub mod metrics;
 pub mod plot;
 pub mod report;
 
-use std::io::{BufRead, Write};
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -12,10 +13,11 @@ use ndarray::Array2;
 
 pub use metrics::{evaluate, Evaluation, Metrics, Run};
 
-use crate::data::Dataset;
+use crate::data::{text_lines, Dataset, Qrels};
+use crate::encoder::codes::first_non_finite;
 use crate::encoder::scoring::ScoringMode;
 use crate::encoder::SparseEncoder;
-use crate::io::{open_lines, write_atomic};
+use crate::io::write_atomic;
 use crate::search::{dense::FlatIndex, sparse::SparseIndex, Hit};
 use rayon::prelude::*;
 
@@ -76,7 +78,7 @@ pub fn dense_exact(
     check_shapes(dataset, &corpus, queries)?;
     let index = FlatIndex::new(corpus);
     let hits = index.search_batch(queries, EVAL_DEPTH);
-    Ok(score_hits(dataset, &hits, ignore_identical_ids))
+    score_hits(dataset, &hits, ignore_identical_ids)
 }
 
 /// Sparse exact search: documents encoded at `k`, queries turned into sparse queries by
@@ -123,10 +125,16 @@ pub fn sparse_exact_modes(
     }
     let rows = |m: &Array2<f32>| m.as_standard_layout().iter().copied().collect::<Vec<f32>>();
     let codes = encoder.encode(&rows(corpus), corpus.nrows(), k);
+    if let Some(row) = first_non_finite(&codes) {
+        bail!(
+            "document {:?} (corpus row {row}) encodes to an infinite or NaN value (overflow: its vector is too large)",
+            dataset.corpus.ids[row]
+        );
+    }
     let index = SparseIndex::new(&codes, encoder.hidden);
     let q = rows(queries);
     let d = encoder.dim;
-    Ok(modes
+    modes
         .iter()
         .map(|&mode| {
             let hits: Vec<Vec<Hit>> = (0..queries.nrows())
@@ -135,28 +143,86 @@ pub fn sparse_exact_modes(
                 .collect();
             score_hits(dataset, &hits, ignore_identical_ids)
         })
-        .collect())
+        .collect()
 }
 
-/// The run made of the dataset's queries' hits, and its evaluation.
+/// The run made of the dataset's queries' hits, and its evaluation (an error when no
+/// query of the dataset is judged).
 pub(crate) fn score_hits(
     dataset: &Dataset,
     hits: &[Vec<Hit>],
     ignore_identical_ids: bool,
-) -> (Evaluation, Run) {
+) -> Result<(Evaluation, Run)> {
     let run = run_from_hits(
         &dataset.queries.ids,
         &dataset.corpus.ids,
         hits,
         ignore_identical_ids,
     );
-    (evaluate(&dataset.qrels, &run), run)
+    let qrels_name = dataset.qrels_path.display().to_string();
+    let e = evaluate_checked(&dataset.qrels, &run, &qrels_name, "the search results")?;
+    Ok((e, run))
 }
 
-/// Writes a run in TREC format (`qid Q0 docid rank score tag`), ranked, atomically.
+/// [`evaluate`], refusing what would make its mean meaningless: qrels in which no query is
+/// judged (no grade ≥ 1), and a run none of whose queries is judged (an empty run, or the
+/// qrels of another collection). `qrels_name` and `run_name` name the two in errors.
+pub fn evaluate_checked(
+    qrels: &Qrels,
+    run: &Run,
+    qrels_name: &str,
+    run_name: &str,
+) -> Result<Evaluation> {
+    let judged = |q: &str| qrels.get(q).is_some_and(|d| d.values().any(|&g| g > 0));
+    if !qrels.keys().any(|q| judged(q)) {
+        bail!("{qrels_name}: no query is judged (no judgement with a score ≥ 1), so there is nothing to evaluate");
+    }
+    if !run.keys().any(|q| judged(q)) {
+        bail!(
+            "none of the {} queries of {run_name} is judged in {qrels_name} (wrong qrels for this run?)",
+            run.len()
+        );
+    }
+    let e = evaluate(qrels, run);
+    debug_assert!(e.queries > 0);
+    Ok(e)
+}
+
+/// Whether `id` can be a column of a TREC run (whitespace-separated): not empty, no
+/// whitespace.
+pub fn trec_safe(id: &str) -> bool {
+    !id.is_empty() && !id.chars().any(char::is_whitespace)
+}
+
+/// Writes a run in TREC format (`qid Q0 docid rank score tag`), ranked, atomically. An id
+/// or tag that is empty or contains whitespace would shift the columns, so it is refused
+/// (naming it) before anything is written.
 pub fn write_trec_run(path: &Path, run: &Run, tag: &str) -> Result<()> {
     let mut qids: Vec<&String> = run.keys().collect();
     qids.sort();
+    let refuse = |what: String| {
+        anyhow::anyhow!(
+            "cannot write the TREC run {}: {what} is empty or contains whitespace (TREC runs are whitespace-separated)",
+            path.display()
+        )
+    };
+    if !trec_safe(tag) {
+        return Err(refuse(format!("the run tag {tag:?}")));
+    }
+    for q in &qids {
+        if !trec_safe(q) {
+            return Err(refuse(format!("query id {q:?}")));
+        }
+        if let Some((d, _)) = run[*q].iter().find(|(d, _)| !trec_safe(d)) {
+            return Err(refuse(format!("document id {d:?} (query {q:?})")));
+        }
+        if let Some((d, s)) = run[*q].iter().find(|(_, s)| !s.is_finite()) {
+            bail!(
+                "cannot write the TREC run {}: query {q:?}, document {d:?} has score {s}",
+                path.display()
+            );
+        }
+    }
     write_atomic(path, |w| {
         for q in qids {
             let mut ranked = run[q].clone();
@@ -169,12 +235,14 @@ pub fn write_trec_run(path: &Path, run: &Run, tag: &str) -> Result<()> {
     })
 }
 
-/// Reads a TREC run file (`qid Q0 docid rank score tag`, whitespace-separated).
+/// Reads a TREC run file (`qid Q0 docid rank score tag`, whitespace-separated). A document
+/// listed twice for the same query is refused (it would be counted twice), naming both
+/// lines.
 pub fn read_trec_run(path: &Path) -> Result<Run> {
     let mut run = Run::new();
-    for (i, line) in open_lines(path)?.lines().enumerate() {
-        let n = i + 1;
-        let line = line.with_context(|| format!("{}:{n}: cannot read line", path.display()))?;
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for line in text_lines(path)? {
+        let (n, line) = line?;
         let cols: Vec<&str> = line.split_whitespace().collect();
         if cols.is_empty() {
             continue;
@@ -196,9 +264,14 @@ pub fn read_trec_run(path: &Path) -> Result<Run> {
         if !score.is_finite() {
             bail!("{}:{n}: score is NaN or infinite", path.display());
         }
-        run.entry(cols[0].to_string())
-            .or_default()
-            .push((cols[2].to_string(), score));
+        let (q, d) = (cols[0].to_string(), cols[2].to_string());
+        if let Some(first) = seen.insert((q.clone(), d.clone()), n) {
+            bail!(
+                "{}:{n}: document {d:?} is listed twice for query {q:?} (first at line {first})",
+                path.display()
+            );
+        }
+        run.entry(q).or_default().push((d, score));
     }
     Ok(run)
 }
@@ -220,6 +293,74 @@ mod tests {
         );
         let back = read_trec_run(&p).unwrap();
         assert_eq!(back["q"].len(), 2);
+    }
+
+    #[test]
+    fn a_document_listed_twice_for_a_query_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("run.trec");
+        std::fs::write(
+            &p,
+            "q1 Q0 a 1 0.9 t\nq2 Q0 a 1 0.9 t\n\nq1 Q0 b 2 0.8 t\nq1 Q0 a 3 0.7 t\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", read_trec_run(&p).unwrap_err());
+        assert!(
+            e.contains("run.trec:5") && e.contains("twice") && e.contains("line 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ids_a_trec_run_cannot_hold_are_refused_before_writing() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("run.trec");
+        for (q, doc, named) in [
+            ("q1", "doc 1", "\"doc 1\""),
+            ("q1", "doc\t2", "\"doc\\t2\""),
+            ("query one", "d", "\"query one\""),
+            ("q1", "", "\"\""),
+        ] {
+            let mut run = Run::new();
+            run.insert(q.into(), vec![("fine".into(), 1.0), (doc.into(), 0.5)]);
+            let e = format!("{:#}", write_trec_run(&p, &run, "t").unwrap_err());
+            assert!(e.contains(named) && e.contains("whitespace"), "{e}");
+            assert!(!p.exists());
+        }
+        let mut run = Run::new();
+        run.insert("q".into(), vec![("d".into(), 1.0)]);
+        assert!(write_trec_run(&p, &run, "my tag").is_err());
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn evaluation_over_no_judged_query_is_refused() {
+        let mut qrels = Qrels::new();
+        qrels.insert("q1".into(), HashMap::from([("a".to_string(), 0)]));
+        let mut run = Run::new();
+        run.insert("q1".into(), vec![("a".into(), 1.0)]);
+        let e = format!(
+            "{:#}",
+            evaluate_checked(&qrels, &run, "qrels.tsv", "run.trec").unwrap_err()
+        );
+        assert!(
+            e.contains("qrels.tsv") && e.contains("no query is judged"),
+            "{e}"
+        );
+        qrels.insert("q2".into(), HashMap::from([("a".to_string(), 1)]));
+        let e = format!(
+            "{:#}",
+            evaluate_checked(&qrels, &run, "qrels.tsv", "run.trec").unwrap_err()
+        );
+        assert!(
+            e.contains("run.trec") && e.contains("qrels.tsv") && e.contains("judged"),
+            "{e}"
+        );
+        let e = evaluate_checked(&qrels, &Run::new(), "qrels.tsv", "run.trec");
+        assert!(e.is_err());
+        run.insert("q2".into(), vec![("a".into(), 1.0)]);
+        let e = evaluate_checked(&qrels, &run, "qrels.tsv", "run.trec").unwrap();
+        assert_eq!((e.queries, e.mean.mrr_at_10), (1, 1.0));
     }
 
     #[test]

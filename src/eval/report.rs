@@ -15,6 +15,7 @@ use super::{score_hits, Metrics, EVAL_DEPTH};
 use crate::bench::search::{latencies, resident_bytes};
 use crate::bench::timed;
 use crate::data::Dataset;
+use crate::encoder::codes::first_non_finite;
 use crate::encoder::scoring::{mode_family, ModeSpec};
 use crate::encoder::SparseEncoder;
 use crate::index::{self, Index};
@@ -122,14 +123,23 @@ pub fn run(
         bail!("k = {k} is larger than the width {h}: choose k ≤ hidden (e.g. --hidden 4d)");
     }
     let nq = queries.nrows();
+    if nq == 0 || corpus.nrows() == 0 {
+        bail!(
+            "{}: nothing to evaluate ({} judged queries, {} documents)",
+            dataset.qrels_path.display(),
+            nq,
+            corpus.nrows()
+        );
+    }
     let q: Vec<Vec<f32>> = queries.rows().into_iter().map(|r| r.to_vec()).collect();
-    let evaluated = |hits: &[Vec<Hit>]| score_hits(dataset, hits, false).0.mean;
+    let evaluated =
+        |hits: &[Vec<Hit>]| -> Result<Metrics> { Ok(score_hits(dataset, hits, false)?.0.mean) };
 
     let flat = FlatIndex::new(corpus.clone());
     let deep = flat.search_batch(queries, EVAL_DEPTH);
     let (p50, p99, _) = latencies(nq, |i| flat.search(ArrayView1::from(&q[i]), LATENCY_TOP));
     let dense = DenseRow {
-        metrics: evaluated(&deep),
+        metrics: evaluated(&deep)?,
         p50_ms: p50,
         p99_ms: p99,
         bytes: flat.bytes(),
@@ -147,7 +157,7 @@ pub fn run(
         .collect();
     let (p50, p99, _) = latencies(nq, |i| graph.search(&q[i], LATENCY_TOP, ef));
     let hnsw = DenseRow {
-        metrics: evaluated(&deep),
+        metrics: evaluated(&deep)?,
         p50_ms: p50,
         p99_ms: p99,
         bytes,
@@ -170,6 +180,12 @@ pub fn run(
                 let (enc, train_s) = encoder_for(hidden, k, supervised)?;
                 let dir = scratch.join(format!("index-h{hidden}-k{k}-{supervised}"));
                 let codes = enc.encode(data, corpus.nrows(), k);
+                if let Some(row) = first_non_finite(&codes) {
+                    bail!(
+                        "document {:?} (corpus row {row}) encodes to an infinite or NaN value at h = {hidden}, k = {k} (overflow: its vector is too large)",
+                        dataset.corpus.ids[row]
+                    );
+                }
                 index::build(&dir, &codes, &dataset.corpus.ids, enc.hidden)?;
                 let idx = Index::open(&dir)?;
                 let rows = idx.rows_in(&dataset.corpus.ids)?;
@@ -188,7 +204,7 @@ pub fn run(
                         hidden,
                         supervised,
                         mode: mode.to_string(),
-                        metrics: evaluated(&deep),
+                        metrics: evaluated(&deep)?,
                         p50_ms: p50,
                         p99_ms: p99,
                         bytes: idx.stats().file_bytes,

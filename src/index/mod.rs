@@ -7,6 +7,9 @@
 //! place, so a reader sees either no index or a complete one. Later changes ([`writer`]:
 //! add documents as a new segment, delete by id, merge) write new files first and commit
 //! by atomically replacing `meta.json`; a crash at any point leaves the last commit.
+//! One writer at a time: every change holds the index's writer lock (`writer.lock`).
+//! `meta.json` carries a checksum, and its segment list and generation are checked on
+//! open (names unique, no segment newer than the commit).
 //!
 //! Search ([`query`]) is exact over the stored (quantised) weights; an optional rescoring
 //! pass recomputes the top R with the exact f32 codes of the forward index.
@@ -23,7 +26,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::SparseCode;
-use crate::io::{write_atomic, write_dir_atomic};
+use crate::io::{
+    read_json_checked, write_atomic, write_dir_atomic, write_json_checked, FolderKind, IoError,
+};
 use crate::search::Hit;
 use segment::Segment;
 
@@ -66,6 +71,12 @@ pub struct Index {
     deleted: Vec<Vec<bool>>,
 }
 
+/// Index folders, as [`write_dir_atomic`] knows them.
+pub const FOLDER: FolderKind = FolderKind {
+    name: "index",
+    legacy: |dir| dir.join(META_FILE).is_file(),
+};
+
 /// Writes a new index folder at `dir` (which must not exist) for `codes` with external
 /// `ids`, codes' latent ids below `hidden`. Validates everything first; on error nothing
 /// is left behind.
@@ -88,7 +99,7 @@ pub fn build(dir: &Path, codes: &[SparseCode], ids: &[String], hidden: usize) ->
         }],
         generation: 1,
     };
-    write_dir_atomic(dir, |tmp| {
+    write_dir_atomic(dir, &FOLDER, |tmp| {
         write_atomic(&tmp.join(&meta.segments[0].file), |w| {
             Ok(w.write_all(&bytes)?)
         })?;
@@ -102,49 +113,112 @@ fn segment_file(generation: u64) -> String {
     format!("seg-{generation:06}.ksx")
 }
 
-/// Commits `meta`: `meta.json` is replaced atomically (temp file, fsync, rename).
+/// The generation in a segment file name, if it is one ([`segment_file`]'s pattern).
+fn segment_generation(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("seg-")?.strip_suffix(".ksx")?;
+    if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Commits `meta`: `meta.json`, with its checksum, is replaced atomically (temp file,
+/// fsync, rename).
 fn write_meta(dir: &Path, meta: &Meta) -> Result<()> {
-    write_atomic(&dir.join(META_FILE), |w| {
-        Ok(serde_json::to_writer_pretty(w, meta)?)
-    })
+    write_json_checked(&dir.join(META_FILE), meta)
+}
+
+/// Reads and checks the commit of the index folder `dir`: its checksum, format and
+/// version, segment names (well-formed, unique, none newer than the commit's
+/// generation) and tombstones (ascending, unique).
+pub fn read_meta(dir: &Path) -> Result<Meta> {
+    let path = dir.join(META_FILE);
+    let meta: Meta = match read_json_checked(&path, "index commit") {
+        Ok(m) => m,
+        Err(IoError::Missing { .. }) => {
+            bail!("{} is not a ksparse index (no {META_FILE})", dir.display())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Each segment checks its own version on open; the commit's version is the one its
+    // first segment was written in, and any readable version is accepted.
+    let readable = segment::OLDEST_READ..=segment::VERSION;
+    if meta.format != "ksparse-index" || !readable.contains(&meta.version) {
+        bail!(
+            "{}: format {:?} version {}; this build reads ksparse-index versions {} to {}",
+            path.display(),
+            meta.format,
+            meta.version,
+            segment::OLDEST_READ,
+            segment::VERSION
+        );
+    }
+    if meta.hidden == 0 || meta.hidden > segment::MAX_HIDDEN {
+        bail!(
+            "{}: width {} is not between 1 and {}",
+            path.display(),
+            meta.hidden,
+            segment::MAX_HIDDEN
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for entry in &meta.segments {
+        let name = &entry.file;
+        let generation = segment_generation(name)
+            .with_context(|| format!("{}: bad segment name {name:?}", path.display()))?;
+        if !seen.insert(name.as_str()) {
+            bail!("{}: segment {name} is listed twice", path.display());
+        }
+        if generation > meta.generation {
+            bail!(
+                "{}: segment {name} is newer than the commit's generation {}",
+                path.display(),
+                meta.generation
+            );
+        }
+        if !entry.deleted.windows(2).all(|w| w[0] < w[1]) {
+            bail!(
+                "{}: tombstones of {name} are not ascending and unique",
+                path.display()
+            );
+        }
+    }
+    Ok(meta)
 }
 
 use std::io::Write as _;
 
 impl Index {
-    /// Opens the index folder `dir`, verifying every segment's checksums and structure.
+    /// Opens the index folder `dir`, verifying the commit and every segment's checksums
+    /// and structure. The open index keeps the commit it read (its segments stay mapped
+    /// even when a later merge removes their files) until it is opened again.
     pub fn open(dir: &Path) -> Result<Self> {
-        let meta_path = dir.join(META_FILE);
-        let text = std::fs::read_to_string(&meta_path).with_context(|| {
-            format!(
-                "{} is not a ksparse index (no {META_FILE}); build one with `ksparse index build`",
-                dir.display()
-            )
-        })?;
-        let meta: Meta = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a valid index commit", meta_path.display()))?;
-        // Each segment checks its own version on open; the commit's version is the one its
-        // first segment was written in, and any readable version is accepted.
-        let readable = segment::OLDEST_READ..=segment::VERSION;
-        if meta.format != "ksparse-index" || !readable.contains(&meta.version) {
-            bail!(
-                "{}: format {:?} version {}; this build reads ksparse-index versions {} to {}",
-                meta_path.display(),
-                meta.format,
-                meta.version,
-                segment::OLDEST_READ,
-                segment::VERSION
-            );
+        let mut meta = read_meta(dir)?;
+        loop {
+            match Self::open_commit(dir, meta.clone()) {
+                Ok(index) => return Ok(index),
+                Err(e) => {
+                    // A merge committed and removed this commit's segments between our
+                    // read of meta.json and our opening of them: take the new commit.
+                    let gone = meta.segments.iter().any(|s| !dir.join(&s.file).exists());
+                    match read_meta(dir) {
+                        Ok(newer) if gone && newer.generation > meta.generation => meta = newer,
+                        _ => return Err(e),
+                    }
+                }
+            }
         }
+    }
+
+    /// Opens the segments of the commit `meta`.
+    fn open_commit(dir: &Path, meta: Meta) -> Result<Self> {
+        let meta_path = dir.join(META_FILE);
         let mut segments = Vec::new();
         let mut bases = Vec::new();
         let mut deleted = Vec::new();
         let mut base = 0;
         for entry in &meta.segments {
             let name = &entry.file;
-            if name.contains('/') || name.contains("..") {
-                bail!("{}: bad segment name {name:?}", meta_path.display());
-            }
             let seg = Segment::open(&dir.join(name))?;
             let mut del = vec![false; seg.docs];
             for &d in &entry.deleted {
@@ -595,12 +669,12 @@ mod tests {
         let path = dir.path().join("idx");
         build(&path, &codes, &ids(40), 64).unwrap();
         // Rewrite it as a version-1 index: v1 segment bytes, v1 commit.
-        let mut meta: Meta =
-            serde_json::from_str(&std::fs::read_to_string(path.join(META_FILE)).unwrap()).unwrap();
+        let mut meta = read_meta(&path).unwrap();
         let v1 = segment::encode_as(1, &codes, &ids(40), 64);
         std::fs::write(path.join(&meta.segments[0].file), v1).unwrap();
         meta.version = 1;
-        write_meta(&path, &meta).unwrap();
+        // As version 1 wrote it: no checksum.
+        std::fs::write(path.join(META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
         let query = [(3u32, 1.0f32), (17, 0.5)];
         let before = Index::open(&path).unwrap().search(&query, 5, 0).unwrap();
         assert_eq!(
@@ -643,6 +717,55 @@ mod tests {
             assert!(err.contains(want), "{err}");
             assert!(!path.exists());
         }
+    }
+
+    #[test]
+    fn damaged_or_inconsistent_commits_are_refused() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idx");
+        build(&path, &random_codes(&mut rng, 50, 64, 6), &ids(50), 64).unwrap();
+        let more: Vec<String> = (50..60).map(|i| format!("doc-{i}")).collect();
+        writer::add(&path, &random_codes(&mut rng, 10, 64, 6), &more, 64).unwrap();
+        let good = read_meta(&path).unwrap();
+        let open_err = || format!("{:#}", Index::open(&path).err().expect("refused"));
+        // Edited by hand: the checksum no longer matches.
+        let text = std::fs::read_to_string(path.join(META_FILE)).unwrap();
+        std::fs::write(
+            path.join(META_FILE),
+            text.replace("\"generation\": 2", "\"generation\": 1"),
+        )
+        .unwrap();
+        assert!(open_err().contains("checksum mismatch"), "{}", open_err());
+        // Consistent checksums but impossible contents.
+        let mut twice = good.clone();
+        twice.segments.push(twice.segments[0].clone());
+        write_meta(&path, &twice).unwrap();
+        assert!(open_err().contains("listed twice"), "{}", open_err());
+        let mut lowered = good.clone();
+        lowered.generation = 1;
+        write_meta(&path, &lowered).unwrap();
+        assert!(
+            open_err().contains("newer than the commit"),
+            "{}",
+            open_err()
+        );
+        // …so a writer cannot be led to overwrite a live segment.
+        assert!(writer::add(&path, &random_codes(&mut rng, 1, 64, 6), &["x".into()], 64).is_err());
+        let mut unsorted = good.clone();
+        unsorted.segments[0].deleted = vec![3, 1];
+        write_meta(&path, &unsorted).unwrap();
+        assert!(open_err().contains("ascending"), "{}", open_err());
+        // Not UTF-8, not a file: told apart from a missing commit.
+        std::fs::write(path.join(META_FILE), b"{\"format\": \"\xff\"}").unwrap();
+        assert!(open_err().contains("not UTF-8"), "{}", open_err());
+        std::fs::remove_file(path.join(META_FILE)).unwrap();
+        assert!(open_err().contains("not a ksparse index"), "{}", open_err());
+        std::fs::create_dir(path.join(META_FILE)).unwrap();
+        assert!(open_err().contains("cannot read"), "{}", open_err());
+        std::fs::remove_dir(path.join(META_FILE)).unwrap();
+        write_meta(&path, &good).unwrap();
+        assert_eq!(Index::open(&path).unwrap().len(), 60);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use anyhow::{bail, Context, Result};
 use memmap2::Mmap;
 
 use super::order;
-use super::postings::{encode_block, BlockMeta, Quantizer, BLOCK};
+use super::postings::{self, encode_block, BlockMeta, Quantizer, BLOCK};
 use crate::encoder::SparseCode;
 
 /// File magic of a segment.
@@ -44,6 +44,9 @@ pub const MAGIC: &[u8; 8] = b"KSPXSEG1";
 pub const VERSION: u32 = 3;
 /// The oldest segment version this build reads.
 pub const OLDEST_READ: u32 = 1;
+/// The widest index this build writes or reads: 2^24 latents (a width is a count of
+/// latents, so a damaged header cannot make a reader allocate without bound).
+pub const MAX_HIDDEN: usize = 1 << 24;
 /// Documents per block of the block-max section: the unit of pruning. Smaller blocks
 /// bound tighter but take more bytes (hidden bytes per block) and more bound arithmetic
 /// per query.
@@ -89,6 +92,9 @@ pub fn validate(codes: &[SparseCode], ids: &[String], hidden: usize) -> Result<(
     }
     if codes.len() >= u32::MAX as usize {
         bail!("a segment holds fewer than 2^32 − 1 documents");
+    }
+    if hidden == 0 || hidden > MAX_HIDDEN {
+        bail!("width {hidden} is not between 1 and {MAX_HIDDEN}");
     }
     let mut seen = std::collections::HashSet::with_capacity(ids.len());
     for (row, (c, id)) in codes.iter().zip(ids).enumerate() {
@@ -304,6 +310,11 @@ impl Segment {
         }
         let hidden = u32_at(b, 12) as usize;
         let docs = u32_at(b, 16) as usize;
+        if hidden == 0 || hidden > MAX_HIDDEN {
+            return Err(bad(format!(
+                "width {hidden} is not between 1 and {MAX_HIDDEN}"
+            )));
+        }
         let scale = f32::from_le_bytes(b[24..28].try_into().expect("4 bytes"));
         if !(scale.is_finite() && scale > 0.0) {
             return Err(bad(format!("quantisation scale {scale}")));
@@ -356,7 +367,7 @@ impl Segment {
             bail!("term directory size does not match the width");
         }
         let blocks = self.section(BLOCKS);
-        if blocks.len() % BlockMeta::BYTES != 0 {
+        if !blocks.len().is_multiple_of(BlockMeta::BYTES) {
             bail!("block directory size");
         }
         let n_blocks = blocks.len() / BlockMeta::BYTES;
@@ -371,16 +382,34 @@ impl Segment {
         if prev != n_blocks {
             bail!("term directory does not cover every block");
         }
-        let data = self.section(POSTINGS).len();
+        let data = self.section(POSTINGS);
+        let mut docs = [0u32; BLOCK];
         for j in 0..self.hidden {
             let mut last: Option<u32> = None;
             for m in self.term_blocks(j) {
                 let end = m.offset as usize + m.data_len();
-                if end > data || m.bits > 32 || m.last_doc as usize >= self.docs {
+                let len_ok = (1..=BLOCK).contains(&(m.len as usize));
+                if !len_ok || end > data.len() || m.bits > 32 || m.last_doc as usize >= self.docs {
                     bail!("block of latent {j} out of bounds");
                 }
                 if last.is_some_and(|l| m.last_doc <= l) {
                     bail!("blocks of latent {j} not ascending");
+                }
+                // Search trusts the decoded documents as accumulator slots: each must be
+                // above the one before and the block must end at its recorded last one.
+                let weights = postings::decode_block(&m, data, last, &mut docs);
+                let decoded = &docs[..m.len as usize];
+                let mut prev = last.map_or(-1i64, i64::from);
+                for &d in decoded {
+                    if i64::from(d) <= prev {
+                        bail!("postings of latent {j} not ascending");
+                    }
+                    prev = i64::from(d);
+                }
+                if decoded.last() != Some(&m.last_doc)
+                    || weights.iter().copied().max() != Some(m.max_weight)
+                {
+                    bail!("a block of latent {j} disagrees with its directory entry");
                 }
                 last = Some(m.last_doc);
             }
@@ -394,7 +423,8 @@ impl Segment {
             let mut prev = 0u64;
             for i in 0..=self.docs {
                 let o = u64_at(sec, i * 8);
-                if o < prev || table as u64 + o > sec.len() as u64 || o % what as u64 != 0 {
+                if o < prev || table as u64 + o > sec.len() as u64 || !o.is_multiple_of(what as u64)
+                {
                     bail!("offset table of section {s} out of bounds at row {i}");
                 }
                 prev = o;

@@ -8,6 +8,19 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Whether this run must check everything (`KSPARSE_REQUIRE_DATA=1`, set by CI): then a
+/// missing model or data set fails the test instead of skipping it.
+pub fn data_required() -> bool {
+    std::env::var("KSPARSE_REQUIRE_DATA").as_deref() == Ok("1")
+}
+
+/// Skips (returns `None`, printing why) or, when [`data_required`], fails.
+pub fn skip<T>(why: String) -> Option<T> {
+    assert!(!data_required(), "KSPARSE_REQUIRE_DATA=1 but {why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
 /// A model folder, or `None` (with the reason printed) when it has not been fetched.
 pub fn model(name: &str) -> Option<PathBuf> {
     let base = std::env::var_os("KSPARSE_MODELS")
@@ -17,11 +30,10 @@ pub fn model(name: &str) -> Option<PathBuf> {
     if dir.join("model.safetensors").is_file() {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIPPED: model {} not found; run scripts/fetch-models.sh",
+        skip(format!(
+            "model {} not found; run scripts/fetch-models.sh",
             dir.display()
-        );
-        None
+        ))
     }
 }
 
@@ -35,11 +47,10 @@ pub fn shared(rel: &str) -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!(
-            "SKIPPED: shared data {} not found (set KSPARSE_SHARED)",
+        skip(format!(
+            "shared data {} not found (set KSPARSE_SHARED)",
             p.display()
-        );
-        None
+        ))
     }
 }
 
