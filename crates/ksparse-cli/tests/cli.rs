@@ -1,6 +1,6 @@
 //! The `ksparse` binary end to end on small inputs: outputs, formats and error messages.
 
-mod common;
+use ksparse_testkit as common;
 
 use assert_cmd::Command;
 use ksparse::io::{read_ids, read_npy};

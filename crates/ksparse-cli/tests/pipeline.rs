@@ -2,7 +2,10 @@
 //! slice with the real MiniLM model: the folder, the cache that makes a rebuild skip
 //! finished stages, text search, and the errors a user meets.
 
-mod common;
+use ksparse_testkit as common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
@@ -45,26 +48,39 @@ fn build_then_search_by_text() {
     assert_eq!(manifest["documents"], 300);
     assert_eq!(manifest["k"], 8);
     assert_eq!(manifest["hidden"], 768);
-    for part in [
-        "ksparse.json",
-        "index/meta.json",
-        "encoder/model.safetensors",
-        "docs.jsonl",
-    ] {
-        assert!(folder.join(part).exists(), "{part}");
-    }
+    // The folder holds what the manifest says: the manifest itself, an index of every
+    // document, the encoder, and the documents' texts in corpus order.
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("ksparse.json")).unwrap())
+            .unwrap();
+    assert_eq!(saved["content"], manifest);
+    let index = ksparse::index::Index::open(&folder.join("index")).unwrap();
+    assert_eq!((index.live(), index.hidden()), (300, 768));
+    let (encoder, config) = ksparse::encoder::SparseEncoder::load(&folder.join("encoder")).unwrap();
+    assert_eq!((encoder.dim, encoder.hidden, config.k), (384, 768, 8));
+    let corpus_ids = ksparse::data::read_texts(&corpus).unwrap().ids;
+    let docs = std::fs::read_to_string(folder.join("docs.jsonl")).unwrap();
+    let doc_ids: Vec<String> = docs
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(doc_ids, corpus_ids);
 
-    // A second build finds both long stages in the cache.
+    // A second build finds both long stages in the cache: it writes nothing there and
+    // makes the same folder.
+    let cached = cache_files(&dir.path().join("cache"));
     let second = build();
     assert!(second.status.success(), "{}", stderr(&second));
-    let log = stderr(&second);
-    assert!(
-        log.contains("embeddings from cache") && log.contains("encoder from cache"),
-        "{log}"
-    );
+    assert_eq!(cache_files(&dir.path().join("cache")), cached);
+    let again: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(again, manifest);
 
     // A document's own text finds it, with its title and a snippet.
-    let docs = std::fs::read_to_string(folder.join("docs.jsonl")).unwrap();
     let doc: serde_json::Value = serde_json::from_str(docs.lines().nth(7).unwrap()).unwrap();
     let text = format!(
         "{} {}",
@@ -87,7 +103,18 @@ fn build_then_search_by_text() {
         .find(|h| h["id"] == doc["_id"])
         .expect("own document in the top 10");
     assert_eq!(own["title"], doc["title"]);
-    assert!(!own["snippet"].as_str().unwrap().is_empty());
+    // The snippet is the start of the text, cut at a word (and marked) when longer.
+    let snippet = own["snippet"].as_str().unwrap();
+    let body = doc["text"].as_str().unwrap();
+    let start = snippet.strip_suffix('…').unwrap_or(snippet);
+    assert!(
+        start.chars().count() >= body.chars().count().min(100),
+        "{snippet:?}"
+    );
+    assert!(
+        body.starts_with(start),
+        "{snippet:?} is not the start of {body:?}"
+    );
     let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
 
@@ -112,11 +139,17 @@ fn build_then_search_by_text() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 2);
-    assert_eq!(lines[1]["query"], "protein folding in cells");
+    let queries: Vec<&str> = lines.iter().map(|l| l["query"].as_str().unwrap()).collect();
+    assert_eq!(
+        queries,
+        ["vitamin D deficiency", "protein folding in cells"]
+    );
+    for l in &lines {
+        assert_eq!(l["hits"].as_array().unwrap().len(), 3, "{l}");
+    }
 
     // A tampered copy of the folder is refused with the reason, never searched.
-    let search_copy = |name: &str, tamper: &dyn Fn(&std::path::Path)| -> String {
+    let search_copy = |name: &str, tamper: &dyn Fn(&Path)| -> String {
         let copy = dir.path().join(name);
         copy_dir(&folder, &copy);
         tamper(&copy);
@@ -129,18 +162,17 @@ fn build_then_search_by_text() {
         assert!(!out.status.success(), "{name}: searched a tampered folder");
         stderr(&out)
     };
-    let edit_manifest =
-        |copy: &std::path::Path, key: &str, value: serde_json::Value, keep_sum: bool| {
-            let path = copy.join("ksparse.json");
-            let mut m: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            m["content"][key] = value;
-            if !keep_sum {
-                // As a manifest written before checksums: the content alone.
-                m = m["content"].take();
-            }
-            std::fs::write(&path, m.to_string()).unwrap();
-        };
+    let edit_manifest = |copy: &Path, key: &str, value: serde_json::Value, keep_sum: bool| {
+        let path = copy.join("ksparse.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        m["content"][key] = value;
+        if !keep_sum {
+            // As a manifest written before checksums: the content alone.
+            m = m["content"].take();
+        }
+        std::fs::write(&path, m.to_string()).unwrap();
+    };
     let err = search_copy("edited.ks", &|c| edit_manifest(c, "k", 4.into(), true));
     assert!(err.contains("checksum mismatch"), "{err}");
     let err = search_copy("k0.ks", &|c| edit_manifest(c, "k", 0.into(), false));
@@ -154,7 +186,7 @@ fn build_then_search_by_text() {
     );
     let err = search_copy("swapped.ks", &|c| {
         std::fs::remove_dir_all(c.join("index")).unwrap();
-        let code = ksparse::encoder::SparseCode {
+        let code = ksparse::base::SparseCode {
             ids: vec![1],
             values: vec![1.0],
         };
@@ -255,66 +287,164 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
     assert!(first.status.success(), "{}", stderr(&first));
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     assert_eq!(report["dataset"], "scifact-mini");
+    assert_eq!(report["documents"], 300);
     assert_eq!(report["queries"], 30);
-    for engine in ["dense", "hnsw"] {
-        for key in ["ndcg@10", "recall@100", "p50_ms", "bytes"] {
-            assert!(report[engine][key].as_f64().is_some(), "{engine}.{key}");
-        }
-    }
-    let sparse = report["sparse"].as_array().unwrap();
-    assert_eq!(
-        sparse.len(),
-        2 * 2 * 3,
-        "unsupervised and supervised × k × mode"
+    let metrics =
+        |row: &serde_json::Value| ["ndcg@10", "recall@100", "mrr@10"].map(|k| num(&row[k]));
+    // Dense exact search over our MiniLM vectors scores as over sentence-transformers'.
+    let dense = &report["dense"];
+    common::assert_metrics(
+        "dense",
+        metrics(dense),
+        common::SCIFACT_MINI_MINILM_DENSE,
+        0.005,
     );
-    let supervised = sparse.iter().filter(|r| r["supervised"] == true).count();
-    assert_eq!(supervised, 2 * 3);
-    for row in sparse {
-        for key in [
-            "k",
-            "hidden",
-            "ndcg@10",
-            "recall@100",
-            "mrr@10",
-            "p50_ms",
-            "p99_ms",
-            "bytes",
-            "train_s",
-        ] {
-            assert!(row[key].as_f64().is_some(), "{key} in {row}");
-        }
-        let ndcg = row["ndcg@10"].as_f64().unwrap();
-        assert!((0.0..=1.0).contains(&ndcg));
+    // 300 vectors of 384 f32; HNSW holds them and at least one 4-byte link per point,
+    // at most 2m on the bottom layer and m per layer above (m = 16).
+    let vectors = 300 * 384 * 4;
+    assert_eq!(num(&dense["bytes"]), vectors as f64);
+    let hnsw = &report["hnsw"];
+    let links = num(&hnsw["bytes"]) - vectors as f64;
+    assert!(
+        (300.0 * 4.0..=300.0 * 4.0 * 48.0).contains(&links),
+        "{hnsw}"
+    );
+    // On 300 documents HNSW finds what exact search finds.
+    common::assert_metrics("hnsw", metrics(hnsw), metrics(dense), 0.01);
+    for row in [dense, hnsw] {
+        assert!(
+            num(&row["p50_ms"]) > 0.0 && num(&row["p99_ms"]) >= num(&row["p50_ms"]),
+            "{row}"
+        );
     }
-    assert_eq!(sparse[1]["mode"], "symmetric:32");
+
+    // One row per supervision × k × mode, at the width asked (2d = 768).
+    let sparse = report["sparse"].as_array().unwrap();
+    let rows: BTreeSet<(bool, u64, String)> = sparse
+        .iter()
+        .map(|r| {
+            assert_eq!(r["hidden"], 768, "{r}");
+            let key = (
+                r["supervised"].as_bool().unwrap(),
+                r["k"].as_u64().unwrap(),
+                r["mode"].as_str().unwrap().to_string(),
+            );
+            key
+        })
+        .collect();
+    let mut want = BTreeSet::new();
+    for supervised in [false, true] {
+        for k in [8u64, 16] {
+            for mode in [
+                "symmetric".to_string(),
+                format!("symmetric:{}", 4 * k),
+                "reconstruction".into(),
+            ] {
+                want.insert((supervised, k, mode));
+            }
+        }
+    }
+    assert_eq!(rows, want);
+    assert_eq!(sparse.len(), want.len());
+    let index_bytes = |supervised: bool, k: u64| -> BTreeSet<u64> {
+        sparse
+            .iter()
+            .filter(|r| r["supervised"] == supervised && r["k"] == k)
+            .map(|r| r["bytes"].as_u64().unwrap())
+            .collect()
+    };
+    for supervised in [false, true] {
+        // The modes of one encoder search one index: one size; longer codes, more bytes.
+        let (small, large) = (index_bytes(supervised, 8), index_bytes(supervised, 16));
+        assert_eq!((small.len(), large.len()), (1, 1), "{sparse:?}");
+        assert!(small.first() < large.first(), "{small:?} vs {large:?}");
+    }
+    for row in sparse {
+        assert!(num(&row["train_s"]) > 0.0, "{row}");
+        assert!(
+            num(&row["p50_ms"]) > 0.0 && num(&row["p99_ms"]) >= num(&row["p50_ms"]),
+            "{row}"
+        );
+    }
     // Hits are the collection's documents, not a permutation of them (the index stores
     // its own document order): the best sparse row gets most of dense's quality.
     let best = sparse
         .iter()
-        .map(|r| r["ndcg@10"].as_f64().unwrap())
+        .map(|r| num(&r["ndcg@10"]))
         .fold(0.0, f64::max);
-    let dense = report["dense"]["ndcg@10"].as_f64().unwrap();
-    assert!(best > 0.6 * dense, "best sparse {best} vs dense {dense}");
-    let out = dir.path().join("report");
-    for plot in ["ndcg_vs_k.svg", "latency_vs_ndcg.svg", "bytes_vs_k.svg"] {
-        let svg = std::fs::read_to_string(out.join(plot)).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("<circle"), "{plot}");
-    }
-    assert!(std::fs::read_to_string(out.join("report.md"))
-        .unwrap()
-        .contains("| dense exact |"));
+    let dense_ndcg = num(&dense["ndcg@10"]);
+    assert!(
+        best > 0.6 * dense_ndcg,
+        "best sparse {best} vs dense {dense_ndcg}"
+    );
 
-    // The second run embeds and trains nothing and reports the same quality.
+    // The plots draw every row: a point per sparse row (and one per dense engine on the
+    // latency plot), a point per index size.
+    let out = dir.path().join("report");
+    let sizes: BTreeSet<(u64, u64)> = sparse
+        .iter()
+        .map(|r| (r["k"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()))
+        .collect();
+    for (plot, points) in [
+        ("ndcg_vs_k.svg", sparse.len()),
+        ("latency_vs_ndcg.svg", sparse.len() + 2),
+        ("bytes_vs_k.svg", sizes.len()),
+    ] {
+        let svg = std::fs::read_to_string(out.join(plot)).unwrap();
+        assert_eq!(svg.matches("<circle").count(), points, "{plot}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let dense_row = format!(
+        "| dense exact | {dense_ndcg:.4} | {:.4} |",
+        num(&dense["recall@100"])
+    );
+    assert!(md.contains(&dense_row), "{dense_row} in\n{md}");
+    assert_eq!(md.matches("\n| 768 |").count(), sparse.len(), "{md}");
+
+    // The second run embeds and trains nothing (the cache is not written) and reports the
+    // same quality and the recorded training times.
+    let cached = cache_files(&dir.path().join("cache"));
     let second = eval();
     assert!(second.status.success(), "{}", stderr(&second));
-    let log = stderr(&second);
-    assert!(log.contains("embeddings from cache"), "{log}");
-    assert_eq!(log.matches("encoder from cache").count(), 4, "{log}");
+    assert_eq!(cache_files(&dir.path().join("cache")), cached);
     let again: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
-    for (a, b) in sparse.iter().zip(again["sparse"].as_array().unwrap()) {
-        assert_eq!(a["ndcg@10"], b["ndcg@10"]);
-        assert_eq!(a["train_s"], b["train_s"]);
+    assert_eq!(metrics(&again["dense"]), metrics(dense));
+    let again = again["sparse"].as_array().unwrap();
+    assert_eq!(again.len(), sparse.len());
+    for (a, b) in sparse.iter().zip(again) {
+        for key in [
+            "supervised",
+            "k",
+            "mode",
+            "ndcg@10",
+            "recall@100",
+            "mrr@10",
+            "train_s",
+            "bytes",
+        ] {
+            assert_eq!(a[key], b[key], "{key}");
+        }
     }
+}
+
+/// A JSON number.
+fn num(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"))
+}
+
+/// Every file under `dir` with its length and modification time.
+fn cache_files(dir: &Path) -> BTreeMap<PathBuf, (u64, std::time::SystemTime)> {
+    let mut files = BTreeMap::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let meta = e.metadata().unwrap();
+        if meta.is_dir() {
+            files.extend(cache_files(&e.path()));
+        } else {
+            files.insert(e.path(), (meta.len(), meta.modified().unwrap()));
+        }
+    }
+    files
 }
 
 #[test]
@@ -323,7 +453,7 @@ fn eval_explains_a_wrong_dataset_and_k_above_the_width() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let run = |dataset: &std::path::Path, k: &str| {
+    let run = |dataset: &Path, k: &str| {
         ksparse()
             .arg("eval")
             .arg("--dataset")
@@ -351,7 +481,7 @@ fn eval_explains_a_wrong_dataset_and_k_above_the_width() {
 }
 
 /// Copies a folder tree.
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();

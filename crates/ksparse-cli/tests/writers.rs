@@ -3,13 +3,15 @@
 //! injection, as `kill -9` would) between any two steps of a commit or a folder
 //! replacement, and a disk that fills up.
 
-mod common;
+use ksparse_testkit as common;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use ksparse::base::SparseCode;
 use ksparse::encoder::codes::write_codes;
-use ksparse::encoder::{SparseCode, SparseEncoder};
+use ksparse::encoder::SparseEncoder;
 use ksparse::index::{self, Index};
 use ksparse::io::{ids_path, write_ids, write_npy};
 use rand::{Rng, SeedableRng};
@@ -72,7 +74,7 @@ fn new_index(dir: &Path, name: &str) -> PathBuf {
     idx
 }
 
-fn live_ids(idx: &Path) -> std::collections::BTreeSet<String> {
+fn live_ids(idx: &Path) -> BTreeSet<String> {
     let ix = Index::open(idx).unwrap();
     ix.segments()
         .flat_map(|(_, seg, deleted)| {
@@ -112,9 +114,14 @@ fn concurrent_writers_that_wait_all_land() {
             let out = c.wait_with_output().unwrap();
             assert!(out.status.success(), "round {round}: {}", stderr(&out));
         }
-        let ids = live_ids(&idx);
-        assert_eq!(ids.len(), 100 - 2 + 40_000, "round {round}");
-        assert!(ids.contains("a19999") && ids.contains("b0") && !ids.contains("base0"));
+        // Every change landed: both additions whole, the two deletions, nothing else.
+        let mut want: BTreeSet<String> = names("base", 100).into_iter().skip(2).collect();
+        want.extend(names("a", 20_000));
+        want.extend(names("b", 20_000));
+        assert!(
+            live_ids(&idx) == want,
+            "round {round}: not the documents of all four changes"
+        );
     }
 }
 
@@ -133,8 +140,8 @@ fn a_writer_that_does_not_wait_is_refused_naming_the_holder() {
     );
     drop(held);
     assert_eq!(
-        live_ids(&idx).len(),
-        100,
+        live_ids(&idx),
+        names("base", 100).into_iter().collect::<BTreeSet<_>>(),
         "the refused writer changed nothing"
     );
 }
@@ -169,22 +176,49 @@ fn readers_see_only_committed_states_through_merges() {
         reader.join().unwrap()
     });
     assert!(searches > 24, "the reader ran {searches} searches");
+    assert_eq!(Index::open(&idx).unwrap().live(), 100 + 12 * 2_000);
     // Every state a reader saw is a committed one: 100 + 2000·i documents.
     assert!(sizes.iter().all(|n| (n - 100) % 2_000 == 0), "{sizes:?}");
 }
 
-/// Runs `cmd` with the fault point `at` armed: the process must die there.
+/// Runs `cmd` with the fault point `at` armed: the process must die there (aborted, as
+/// the fault point does, naming the point).
 fn crash_at(mut cmd: Command, at: &str) {
+    use std::os::unix::process::ExitStatusExt as _;
     let out = cmd
         .env(ksparse::io::fault::CRASH_AT_VAR, at)
         .output()
         .unwrap();
-    assert!(!out.status.success(), "{at}: the process did not die");
+    assert_eq!(out.status.signal(), Some(6), "{at}: not aborted (SIGABRT)");
     assert!(
         stderr(&out).contains(&format!("dying at {at}")),
         "{at}: {}",
         stderr(&out)
     );
+}
+
+/// What an index folder holds once every change has finished: its committed segments,
+/// the commit, the writer lock and the folder marker.
+fn committed_files(idx: &Path) -> BTreeSet<String> {
+    let meta = Index::open(idx).unwrap().meta;
+    let mut files: BTreeSet<String> = meta.segments.into_iter().map(|s| s.file).collect();
+    files.extend(
+        [
+            index::META_FILE,
+            ksparse::io::lock::LOCK_FILE,
+            ksparse::io::dir::MARKER_FILE,
+        ]
+        .map(String::from),
+    );
+    files
+}
+
+/// The names in `dir`.
+fn file_names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Names in `dir` that start with a dot (temporary and marker files).
@@ -221,9 +255,12 @@ fn an_index_change_killed_at_any_step_leaves_the_last_commit() {
         // meta.json, the lock and the folder marker remain.
         index::writer::delete(&idx, &["base5".to_string()]).unwrap();
         index::writer::add(&idx, &codes(1, 9), &["late".to_string()], HIDDEN as usize).unwrap();
-        let committed = Index::open(&idx).unwrap().meta.segments.len();
-        let files = std::fs::read_dir(&idx).unwrap().count();
-        assert_eq!(files, committed + 3, "{at}: {:?}", hidden_names(&idx));
+        assert_eq!(file_names(&idx), committed_files(&idx), "{at}");
+        assert_eq!(
+            Index::open(&idx).unwrap().live(),
+            want,
+            "{at}: one deleted, one added"
+        );
     }
 }
 
@@ -265,9 +302,13 @@ fn a_folder_replacement_killed_at_any_step_leaves_the_old_or_the_new_folder() {
     crash_at(train(dir.path(), &enc, 3), "folder:after-swap");
     let (third, _) = SparseEncoder::load(&enc).unwrap();
     assert_ne!(third, first, "the new folder is in place");
-    assert!(
-        !hidden_names(dir.path()).is_empty(),
-        "the dead run left its old folder"
+    // The dead run left one folder behind: the old one, swapped out (the run before it
+    // left its unfinished folder, which this run removed when it started).
+    let left = hidden_names(dir.path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(
+        SparseEncoder::load(&dir.path().join(&left[0])).unwrap().0,
+        first
     );
     // The next run removes what dead runs left behind.
     assert!(train(dir.path(), &enc, 4)
@@ -365,8 +406,7 @@ fn a_full_disk_fails_the_write_and_keeps_what_was_there() {
         .success());
     let (encoder, _) = SparseEncoder::load(&enc).unwrap();
     let more = batch(outside.path(), "more", 3_000, 6);
-    let files = |d: &Path| std::fs::read_dir(d).unwrap().count();
-    let idx_files = files(&idx);
+    let idx_files = file_names(&idx);
     disk.fill();
     for (what, mut cmd) in [
         ("index add", add_cmd(&idx, &more)),
@@ -381,7 +421,7 @@ fn a_full_disk_fails_the_write_and_keeps_what_was_there() {
         );
     }
     assert_eq!(Index::open(&idx).unwrap().live(), 100);
-    assert_eq!(files(&idx), idx_files, "{:?}", hidden_names(&idx));
+    assert_eq!(file_names(&idx), idx_files);
     assert_eq!(SparseEncoder::load(&enc).unwrap().0, encoder);
     assert_eq!(hidden_names(&disk.path), Vec::<String>::new());
     // With space again, the same change lands.
@@ -428,14 +468,7 @@ fn a_writer_killed_at_random_moments_leaves_the_last_commit() {
         // The next change succeeds and cleans what the killed one left behind: only
         // segments, meta.json, the writer lock and the folder marker remain.
         index::writer::add(&idx, &codes(5, 3), &names("extra", 5), HIDDEN as usize).unwrap();
-        let files = std::fs::read_dir(&idx).unwrap().count();
-        let committed = Index::open(&idx).unwrap().meta.segments.len();
-        assert_eq!(
-            files,
-            committed + 3,
-            "round {round}: {:?}",
-            hidden_names(&idx)
-        );
+        assert_eq!(file_names(&idx), committed_files(&idx), "round {round}");
     }
     eprintln!(
         "kills before the commit: {}, after: {}",

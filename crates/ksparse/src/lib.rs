@@ -1,13 +1,15 @@
 //! ksparse: single-stage semantic search with K-sparse codes.
 //!
 //! The data's path, one module per stage:
-//! text ([`data`]) → dense vectors ([`embed`]) → search ([`search`]) → metrics ([`eval`]).
-//! The sparse path: dense vectors → K-sparse codes ([`encoder`]) → inverted index
-//! ([`index`]); [`pipeline`] runs the whole path from a corpus file to search hits.
-//! [`io`] holds the file formats every stage shares; [`bench`] measures the stages.
-//! `ARCHITECTURE.md` describes the path and the file formats.
+//! text ([`data`]) → dense vectors ([`embed`]) → K-sparse codes ([`encoder`]) → inverted
+//! index ([`index`]) → hits → metrics ([`eval`]); [`search`] holds the baselines the index
+//! is measured against (dense flat, HNSW, in-memory sparse), and [`pipeline`] runs the
+//! whole path from a corpus file to search hits. Below every stage: [`base`], the
+//! vocabulary they share (codes, hits, top-k, dot products, the stopwatch), and [`io`],
+//! the file handling that loses nothing (atomic writes, locks, checksums).
+//! `ARCHITECTURE.md` describes the path, the layers and the file formats.
 
-pub mod bench;
+pub mod base;
 pub mod data;
 pub mod embed;
 pub mod encoder;

@@ -36,9 +36,10 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use ksparse::base::SparseCode;
 use ksparse::encoder::codes::{read_codes, write_codes};
 use ksparse::encoder::train::TrainConfig;
-use ksparse::encoder::{DataStats, EncoderConfig, SparseCode, SparseEncoder};
+use ksparse::encoder::{DataStats, EncoderConfig, SparseEncoder};
 use ksparse::index::query::{self, Strategy};
 use ksparse::index::segment::Segment;
 use ksparse::index::{Index, META_FILE};
@@ -1274,85 +1275,52 @@ fn build_index(dir: &Path, i: usize) -> Result<()> {
     Ok(())
 }
 
-/// Segment seeds: each index shape in the current format and rewritten in versions 2
-/// and 1, inside an index folder (the reader also opens and searches the index).
+/// The segment format versions of the frozen index folders in `tests/fixtures`
+/// (`index-v1` … `index-v3`): every version this build still reads.
+const FIXTURE_VERSIONS: [u32; 3] = [1, 2, 3];
+
+/// A copy, at `root/fixture-v{version}`, of the frozen index folder of segment format
+/// `version` (written once by that version's writer and kept as it is; commit without
+/// checksum, as releases before checksums wrote it).
+fn fixture_index(root: &Path, version: u32) -> Result<PathBuf> {
+    let from = ksparse_testkit::root().join(format!("tests/fixtures/index-v{version}"));
+    let dir = root.join(format!("fixture-v{version}"));
+    std::fs::create_dir_all(&dir)?;
+    for entry in std::fs::read_dir(&from).with_context(|| format!("{}", from.display()))? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), dir.join(entry.file_name()))?;
+    }
+    Ok(dir)
+}
+
+/// Segment seeds: each index shape built in the current format, and the first segment
+/// of each frozen index folder (versions 1 to 3 as they were written), inside its
+/// folder (the reader also opens and searches the index).
 fn segment_seeds(root: &Path) -> Result<Vec<Seed>> {
+    use ksparse::index::segment::{OLDEST_READ, VERSION};
+    ensure!(
+        FIXTURE_VERSIONS[..] == (OLDEST_READ..=VERSION).collect::<Vec<_>>()[..],
+        "a frozen index folder for every readable segment version"
+    );
     let mut seeds = Vec::new();
     for (i, (docs, hidden, _)) in INDEX_SHAPES.into_iter().enumerate() {
         let dir = root.join(format!("index-{i}"));
         build_index(&dir, i)?;
-        let current = std::fs::read(dir.join(SEGMENT_FILE))?;
-        for version in [1, 2] {
-            seeds.push(Seed {
-                label: format!("{docs} docs × {hidden}, version {version}"),
-                dir: dir.clone(),
-                bytes: downgrade_segment(&current, version),
-            });
-        }
         seeds.push(Seed {
             label: format!("{docs} docs × {hidden}, current version"),
+            bytes: std::fs::read(dir.join(SEGMENT_FILE))?,
             dir,
-            bytes: current,
+        });
+    }
+    for version in FIXTURE_VERSIONS {
+        let dir = fixture_index(root, version)?;
+        seeds.push(Seed {
+            label: format!("tests/fixtures/index-v{version}"),
+            bytes: std::fs::read(dir.join(SEGMENT_FILE))?,
+            dir,
         });
     }
     Ok(seeds)
-}
-
-/// Rewrites a version-3 segment of width ≤ 65536 in `version` 1 or 2: the first five
-/// sections, no doc block, and (version 1) u32 latents in the forward index.
-fn downgrade_segment(v3: &[u8], version: u32) -> Vec<u8> {
-    let docs = u32_le(v3, 16) as usize;
-    let mut sections: Vec<Vec<u8>> = (0..5)
-        .map(|s| {
-            let at = 32 + s * 24;
-            let (off, len) = (u64_le(v3, at) as usize, u64_le(v3, at + 8) as usize);
-            v3[off..off + len].to_vec()
-        })
-        .collect();
-    if version == 1 {
-        sections[3] = widen_forward(&sections[3], docs);
-    }
-    let fields = [version, u32_le(v3, 12), docs as u32, 5, u32_le(v3, 24), 0];
-    segment_bytes(fields, &sections)
-}
-
-/// A forward index with u16 latents rewritten with u32 latents.
-fn widen_forward(forward: &[u8], docs: usize) -> Vec<u8> {
-    let table = (docs + 1) * 8;
-    let mut out: Vec<u8> = (0..=docs)
-        .flat_map(|i| (u64_le(forward, i * 8) / 6 * 8).to_le_bytes())
-        .collect();
-    for e in forward[table..].chunks_exact(6) {
-        out.extend_from_slice(&(u16::from_le_bytes([e[0], e[1]]) as u32).to_le_bytes());
-        out.extend_from_slice(&e[2..]);
-    }
-    out
-}
-
-/// A segment file: magic, the header `fields` (version, hidden, docs, sections, scale
-/// bits, doc block), the section table with CRCs, the header CRC, then the sections,
-/// each 8-byte aligned.
-fn segment_bytes(fields: [u32; 6], sections: &[Vec<u8>]) -> Vec<u8> {
-    let header = segment_header_bytes(sections.len());
-    let mut out = ksparse::index::segment::MAGIC.to_vec();
-    for f in fields {
-        out.extend_from_slice(&f.to_le_bytes());
-    }
-    let mut offset = header.next_multiple_of(8);
-    for s in sections {
-        out.extend_from_slice(&(offset as u64).to_le_bytes());
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(s).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        offset = (offset + s.len()).next_multiple_of(8);
-    }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    for s in sections {
-        out.resize(out.len().next_multiple_of(8), 0);
-        out.extend_from_slice(s);
-    }
-    out
 }
 
 /// Commit seeds (`meta.json` as written, with its checksum): a one-segment index, and
@@ -1392,9 +1360,19 @@ fn keep_originals(seeds: Vec<Seed>, file: &str) -> Result<Vec<Seed>> {
     Ok(seeds)
 }
 
-/// [`meta_seeds`] without their checksums (legacy commits).
+/// Legacy commits (no checksum): [`meta_seeds`] without their checksums, and the commits
+/// of the frozen index folders as they were written.
 fn meta_legacy_seeds(root: &Path) -> Result<Vec<Seed>> {
-    without_keys(meta_seeds(root)?, &[CHECKSUM_KEY])
+    let mut seeds = without_keys(meta_seeds(root)?, &[CHECKSUM_KEY])?;
+    for version in FIXTURE_VERSIONS {
+        let dir = fixture_index(root, version)?;
+        seeds.push(Seed {
+            label: format!("tests/fixtures/index-v{version}"),
+            bytes: std::fs::read(dir.join(META_FILE))?,
+            dir,
+        });
+    }
+    Ok(seeds)
 }
 
 /// `seeds` with the top-level JSON `keys` removed from their bytes.
@@ -1578,7 +1556,7 @@ fn encoder_config_legacy_seeds(root: &Path) -> Result<Vec<Seed>> {
 
 /// A file of the SciFact fixture, decompressed.
 fn fixture(name: &str) -> Result<String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let path = ksparse_testkit::root()
         .join("tests/fixtures/scifact-mini")
         .join(name);
     let raw = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;

@@ -3,7 +3,7 @@
 //! The reference (`tests/fixtures/reference-embeddings.json`) was made by
 //! sentence-transformers 6.2.0 on CPU in float32 with normalize_embeddings=True.
 
-mod common;
+use ksparse_testkit as common;
 
 use ksparse::embed::Embedder;
 use serde::Deserialize;

@@ -1,7 +1,7 @@
 //! Metrics parity with pytrec_eval on the shared reference runs (SciFact binary qrels,
 //! Cranfield graded qrels), and dense exact search on the reference SciFact vectors.
 
-mod common;
+use ksparse_testkit as common;
 
 use std::path::Path;
 
@@ -41,9 +41,16 @@ fn check_run(name: &str, qrels: &Path) {
         }
     }
     let mean = &expected["mean"];
-    assert!((got.mean.ndcg_at_10 - mean["ndcg@10"].as_f64().unwrap()).abs() < 1e-9);
-    assert!((got.mean.recall_at_100 - mean["recall@100"].as_f64().unwrap()).abs() < 1e-9);
-    assert!((got.mean.mrr_at_10 - mean["mrr@10"].as_f64().unwrap()).abs() < 1e-9);
+    common::assert_metrics(
+        &format!("{name}, mean"),
+        [
+            got.mean.ndcg_at_10,
+            got.mean.recall_at_100,
+            got.mean.mrr_at_10,
+        ],
+        ["ndcg@10", "recall@100", "mrr@10"].map(|k| mean[k].as_f64().unwrap()),
+        1e-9,
+    );
 }
 
 #[test]
@@ -62,19 +69,52 @@ fn cranfield_graded_run_matches_pytrec_eval() {
     check_run("cranfield-minilm-dense", &qrels);
 }
 
-#[test]
-fn dense_exact_on_reference_vectors_gives_published_ndcg() {
+/// Dense exact search over sentence-transformers' own vectors (the shared
+/// `reference/scifact-minilm`) on the SciFact folder `dataset` (`queries` judged test
+/// queries over `documents` documents) gives the metrics `want`.
+fn check_dense_on_reference_vectors(
+    dataset: &str,
+    (queries, documents): (usize, usize),
+    want: [f64; 3],
+    tolerance: f64,
+) {
     let Some(dir) = common::shared("reference/scifact-minilm") else {
         return;
     };
-    let ds = Dataset::load(&common::root().join("data/scifact"), "test").unwrap();
+    let ds = Dataset::load(&common::root().join(dataset), "test").unwrap();
     let corpus = read_npy_aligned(&dir.join("corpus.npy"), &ds.corpus.ids).unwrap();
-    let queries = read_npy_aligned(&dir.join("queries.npy"), &ds.queries.ids).unwrap();
-    let (e, _) = dense_exact(&ds, corpus, &queries, false).unwrap();
-    assert_eq!(e.queries, 300);
-    assert!(
-        (e.mean.ndcg_at_10 - 0.6451).abs() < 0.0005,
-        "NDCG@10 {}",
-        e.mean.ndcg_at_10
+    let query_vectors = read_npy_aligned(&dir.join("queries.npy"), &ds.queries.ids).unwrap();
+    let (e, _) = dense_exact(&ds, corpus, &query_vectors, false).unwrap();
+    assert_eq!(
+        (e.queries, ds.corpus.ids.len()),
+        (queries, documents),
+        "{dataset}"
+    );
+    let m = e.mean;
+    common::assert_metrics(
+        dataset,
+        [m.ndcg_at_10, m.recall_at_100, m.mrr_at_10],
+        want,
+        tolerance,
+    );
+}
+
+#[test]
+fn dense_exact_on_reference_vectors_gives_published_ndcg() {
+    check_dense_on_reference_vectors(
+        "data/scifact",
+        (300, 5183),
+        common::SCIFACT_MINILM_DENSE,
+        0.0005,
+    );
+}
+
+#[test]
+fn dense_exact_on_reference_vectors_of_the_scifact_fixture() {
+    check_dense_on_reference_vectors(
+        "tests/fixtures/scifact-mini",
+        (30, 300),
+        common::SCIFACT_MINI_MINILM_DENSE,
+        0.0001,
     );
 }

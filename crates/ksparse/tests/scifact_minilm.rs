@@ -2,7 +2,7 @@
 //! sentence-transformers reference row by row, and dense exact search over our own
 //! vectors reproduces the published NDCG@10 of 0.645.
 
-mod common;
+use ksparse_testkit as common;
 
 use ksparse::data::Dataset;
 use ksparse::embed::Embedder;
@@ -48,9 +48,12 @@ fn scifact_corpus_matches_reference_and_ndcg_is_0_645() {
 
     let (eval, _) = dense_exact(&ds, corpus, &queries, false).unwrap();
     println!("SciFact dense exact NDCG@10 {:.4}", eval.mean.ndcg_at_10);
-    assert!(
-        (eval.mean.ndcg_at_10 - 0.645).abs() <= 0.001,
-        "NDCG@10 {}",
-        eval.mean.ndcg_at_10
+    assert_eq!(eval.queries, 300);
+    let m = eval.mean;
+    common::assert_metrics(
+        "SciFact, our vectors",
+        [m.ndcg_at_10, m.recall_at_100, m.mrr_at_10],
+        common::SCIFACT_MINILM_DENSE,
+        0.001,
     );
 }

@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::{run_python_baseline, timed, PythonTiming};
-use crate::embed::Embedder;
-use crate::io::{read_npy, write_atomic};
+use super::{run_python_baseline, PythonTiming};
+use ksparse::base::stopwatch::timed;
+use ksparse::embed::Embedder;
+use ksparse::io::{read_npy, write_atomic};
 
 /// What to benchmark.
 pub struct Options {

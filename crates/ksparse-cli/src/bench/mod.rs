@@ -9,20 +9,12 @@ pub mod train;
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::io::write_atomic;
-
-/// Runs `f` and returns its result with the elapsed wall time in seconds.
-pub fn timed<T>(f: impl FnOnce() -> T) -> (T, f64) {
-    let start = Instant::now();
-    let out = f();
-    (out, start.elapsed().as_secs_f64())
-}
+use ksparse::io::write_atomic;
 
 /// What a Python baseline script prints as its last line.
 #[derive(Debug, Deserialize)]

@@ -10,13 +10,14 @@ use anyhow::{bail, Result};
 use ndarray::Array2;
 use serde::Serialize;
 
-use super::timed;
-use crate::data::{read_qrels, Dataset};
-use crate::encoder::loss::LossWeights;
-use crate::encoder::scoring::{mode_family, ModeSpec, ScoringMode};
-use crate::encoder::train::{train, Pairs, TrainConfig};
-use crate::encoder::Hidden;
-use crate::eval::{dense_exact, sparse_exact_modes, Metrics};
+use ksparse::base::stopwatch::timed;
+use ksparse::data::{read_qrels, Dataset};
+use ksparse::encoder::loss::LossWeights;
+use ksparse::encoder::scoring::{mode_family, ModeSpec, ScoringMode};
+use ksparse::encoder::train::{train, Pairs, TrainConfig};
+use ksparse::encoder::{check_k, Hidden};
+use ksparse::eval::{dense_exact, sparse_exact_modes, Metrics, Scorer};
+use ksparse::pipeline::{Progress, Stage};
 
 /// A named combination of loss terms (the columns of the papers' ablations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +33,6 @@ pub enum LossPreset {
 }
 
 impl LossPreset {
-    /// All presets, in table order.
-    pub const ALL: [LossPreset; 4] = [Self::Mse, Self::MseDist, Self::Csr, Self::CsrDist];
-
     /// The loss weights of this preset (terms not in it at 0, the others at their defaults).
     pub fn weights(self) -> LossWeights {
         let d = LossWeights::default();
@@ -154,17 +152,22 @@ pub struct Report {
     pub epochs: usize,
     /// Dense reference rows.
     pub dense: Vec<DenseRow>,
+    /// How the sparse rows were scored: the encoder's f32 codes, exactly, in memory (the
+    /// on-disk index's one-byte weights are `ksparse eval`'s table).
+    pub scorer: Scorer,
     /// Sparse rows.
     pub sparse: Vec<SparseRow>,
 }
 
 /// Runs the table. `vectors(dataset, train_query_ids)` supplies each dataset's dense
-/// vectors (the caller embeds, with a cache); `on_row` sees each row as it is measured.
+/// vectors (the caller embeds, with a cache); `on_row` sees each row as it is measured;
+/// `progress` follows each encoder's training.
 pub fn run(
     model: &str,
     opts: &Options,
     mut vectors: impl FnMut(&Path, &Dataset) -> Result<Vectors>,
     mut on_row: impl FnMut(&SparseRow),
+    progress: &impl Progress,
 ) -> Result<Report> {
     if opts.ks.is_empty()
         || opts.hidden.is_empty()
@@ -178,6 +181,7 @@ pub fn run(
         split: opts.split.clone(),
         epochs: opts.train.epochs,
         dense: Vec::new(),
+        scorer: Scorer::ExactF32,
         sparse: Vec::new(),
     };
     for dir in &opts.datasets {
@@ -217,9 +221,7 @@ pub fn run(
                     }
                     for &k in &opts.ks {
                         let h = hidden.resolve(dim);
-                        if k > h {
-                            bail!("k = {k} is larger than the width {h}");
-                        }
+                        check_k(k, h)?;
                         let mut losses = loss.weights();
                         if supervised {
                             losses.nce = opts.nce;
@@ -231,8 +233,11 @@ pub fn run(
                             ..opts.train.clone()
                         };
                         let p = if supervised { pairs.as_ref() } else { None };
-                        let (trained, train_s) =
-                            timed(|| train(&corpus, dim, p, &cfg, |_, _| {}, |_| {}));
+                        let (trained, train_s) = timed(|| {
+                            progress.stage(Stage::train(&cfg, supervised), 0, |report| {
+                                train(&corpus, dim, p, &cfg, report, |_| {})
+                            })
+                        });
                         let (enc, _, _) = trained?;
                         let modes: Vec<ScoringMode> = opts.modes.iter().map(|m| m.at(k)).collect();
                         let evals =
@@ -265,9 +270,10 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut md = format!(
             "# ksparse bench quality\n\nModel {}, split `{}`, {} training epochs per encoder. \
-             NDCG@10; supervised rows used InfoNCE on the training qrels' pairs. Full metrics \
-             (Recall@100, MRR@10, training time) are in report.json.\n",
-            self.model, self.split, self.epochs
+             NDCG@10, sparse rows scored by {}; supervised rows used InfoNCE on the training \
+             qrels' pairs. Full metrics (Recall@100, MRR@10, training time) are in \
+             report.json.\n",
+            self.model, self.split, self.epochs, self.scorer
         );
         for dense in &self.dense {
             let rows: Vec<&SparseRow> = self

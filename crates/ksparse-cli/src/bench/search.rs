@@ -23,18 +23,20 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{run_python_baseline, timed};
-use crate::encoder::codes::{write_codes, SparseCode};
-use crate::encoder::scoring::ModeSpec;
-use crate::encoder::train::add_noise;
-use crate::encoder::SparseEncoder;
-use crate::index::query::{self, Strategy};
-use crate::index::{self, Index};
-use crate::io::write_npy;
-use crate::search::dense::FlatIndex;
-use crate::search::hnsw::HnswIndex;
-use crate::search::sparse::SparseIndex;
-use crate::search::Hit;
+use super::run_python_baseline;
+use ksparse::base::stopwatch::{latencies, resident_bytes, timed};
+use ksparse::base::Hit;
+use ksparse::base::SparseCode;
+use ksparse::encoder::codes::write_codes;
+use ksparse::encoder::scoring::ModeSpec;
+use ksparse::encoder::train::add_noise;
+use ksparse::encoder::SparseEncoder;
+use ksparse::index::query::{self, Strategy};
+use ksparse::index::{self, Index};
+use ksparse::io::write_npy;
+use ksparse::search::dense::FlatIndex;
+use ksparse::search::hnsw::HnswIndex;
+use ksparse::search::sparse::SparseIndex;
 
 /// Hits per query.
 const TOP: usize = 10;
@@ -154,24 +156,6 @@ pub fn generate(real: &Array2<f32>, n: usize, noise: f32, seed: u64) -> Array2<f
     out
 }
 
-/// Latency percentiles (p50, p99, ms) of `search` run once per query on this thread, with
-/// the hits.
-pub(crate) fn latencies<F>(queries: usize, search: F) -> (f64, f64, Vec<Vec<Hit>>)
-where
-    F: Fn(usize) -> Vec<Hit>,
-{
-    let mut ms = Vec::with_capacity(queries);
-    let mut hits = Vec::with_capacity(queries);
-    for i in 0..queries {
-        let (h, s) = timed(|| search(i));
-        ms.push(s * 1e3);
-        hits.push(h);
-    }
-    ms.sort_by(f64::total_cmp);
-    let pct = |p: f64| ms[((ms.len() - 1) as f64 * p).round() as usize];
-    (pct(0.5), pct(0.99), hits)
-}
-
 /// [`latencies`], and QPS with the queries spread over all threads.
 fn measure<F>(queries: usize, search: F) -> (f64, f64, f64, Vec<Vec<Hit>>)
 where
@@ -202,14 +186,6 @@ fn docs_of(hits: &[Vec<Hit>]) -> Vec<Vec<u32>> {
     hits.iter()
         .map(|h| h.iter().map(|x| x.doc).collect())
         .collect()
-}
-
-/// Resident memory of this process, bytes (Linux; 0 elsewhere).
-pub(crate) fn resident_bytes() -> usize {
-    std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
-        .map_or(0, |pages| pages * 4096)
 }
 
 /// Runs the benchmark. `encoder_for(k)` gives the encoder used at code length k;

@@ -19,9 +19,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{run_python_baseline, timed, PythonTiming};
-use crate::encoder::loss::{step, Batch, LossWeights, Workspace};
-use crate::encoder::train::{init_encoder, Optimizer};
+use super::{run_python_baseline, PythonTiming};
+use ksparse::base::stopwatch::timed;
+use ksparse::encoder::loss::{step, Batch, LossWeights, Workspace};
+use ksparse::encoder::train::{init_encoder, Optimizer};
 
 /// Shapes and settings of the benchmark.
 pub struct Options {

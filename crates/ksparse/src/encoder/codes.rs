@@ -21,18 +21,13 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::linalg::top_indices;
+use crate::base::{SparseCode, MAX_HIDDEN};
 use crate::io::write_atomic;
 
 const MAGIC: &[u8; 8] = b"KSPCODE1";
 
 /// Header bytes before the first row: magic, rows, hidden, id_bytes, nnz.
 const HEADER: usize = 32;
-
-/// The widest codes a file may hold: the index's limit, 2²⁴ latents (thousands of times
-/// the widths in use; an index allocates per latent, so a corrupt width must not pass for
-/// a real one).
-pub const MAX_HIDDEN: usize = crate::index::segment::MAX_HIDDEN;
 
 /// The first row of `codes` holding a NaN or infinite value (an encoder overflow).
 pub fn first_non_finite(codes: &[SparseCode]) -> Option<usize> {
@@ -66,58 +61,6 @@ fn check_codes(path: &Path, codes: &[SparseCode], hidden: usize) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// One sparse vector: latent ids in ascending order and their non-zero values.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SparseCode {
-    /// Latent ids, strictly ascending.
-    pub ids: Vec<u32>,
-    /// Values, same length as `ids`.
-    pub values: Vec<f32>,
-}
-
-impl SparseCode {
-    /// ReLU(TopK_k(pre)): the k largest pre-activations, keeping only positive ones.
-    pub fn top_k_relu(pre: &[f32], k: usize) -> Self {
-        let mut pairs: Vec<(u32, f32)> = top_indices(pre, k)
-            .into_iter()
-            .map(|j| (j, pre[j as usize]))
-            .filter(|(_, v)| *v > 0.0)
-            .collect();
-        pairs.sort_unstable_by_key(|p| p.0);
-        Self {
-            ids: pairs.iter().map(|p| p.0).collect(),
-            values: pairs.iter().map(|p| p.1).collect(),
-        }
-    }
-
-    /// Number of non-zeros.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// Whether the code has no non-zeros.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// Sparse dot product (merge of two ascending id lists).
-    pub fn dot(&self, other: &SparseCode) -> f32 {
-        let (mut i, mut j, mut s) = (0, 0, 0.0f32);
-        while i < self.ids.len() && j < other.ids.len() {
-            match self.ids[i].cmp(&other.ids[j]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
-                std::cmp::Ordering::Equal => {
-                    s += self.values[i] * other.values[j];
-                    i += 1;
-                    j += 1;
-                }
-            }
-        }
-        s
-    }
 }
 
 /// Writes codes to `path`: `.npz` → SciPy CSR, anything else → `.kspc`. Atomic.

@@ -18,9 +18,10 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::linalg::{axpy, matmul_bt, sub_rows_in_place, top_indices};
+use super::linalg::{axpy, matmul_bt, sub_rows_in_place};
 use super::SparseEncoder;
-use crate::search::dense::dot;
+use crate::base::dot;
+use crate::base::top_indices;
 
 /// Weights and shapes of the loss terms.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]

@@ -24,13 +24,16 @@ use anyhow::{bail, Context, Result};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use codes::SparseCode;
-pub use linalg::{top_indices, TopK};
+use crate::base::SparseCode;
 
 /// Model file names inside an encoder folder.
 pub const CONFIG_FILE: &str = "config.json";
 /// Weights file inside an encoder folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Training log inside an encoder folder: one JSON line per epoch ([`train::EpochLog`]).
+pub const TRAIN_LOG_FILE: &str = "train-log.jsonl";
+/// Training wall time inside an encoder folder, seconds as text.
+pub const TRAIN_SECONDS_FILE: &str = "train-seconds.txt";
 
 /// Encoder folders, as [`crate::io::write_dir_atomic`] knows them: one written before
 /// folders carried a marker is recognised by a config that reads as an encoder's.
@@ -41,6 +44,17 @@ pub const FOLDER: crate::io::FolderKind = crate::io::FolderKind {
             .is_ok()
     },
 };
+
+/// Checks that `k` active latents fit a code of `hidden` latents: 1 ≤ k ≤ hidden.
+pub fn check_k(k: usize, hidden: usize) -> Result<()> {
+    if k == 0 {
+        bail!("k = 0 is not allowed: a code has at least 1 active latent");
+    }
+    if k > hidden {
+        bail!("k = {k} is larger than the width {hidden}: a code cannot have more active latents than the encoder has");
+    }
+    Ok(())
+}
 
 /// SHA-256 of a weights file's bytes, as hex.
 fn weights_sha256(bytes: &[u8]) -> String {
@@ -202,7 +216,7 @@ impl SparseEncoder {
             }
         }
         let (d, h) = (config.dim, config.hidden);
-        let max = crate::index::segment::MAX_HIDDEN;
+        let max = crate::base::MAX_HIDDEN;
         if d == 0
             || h == 0
             || h > max
@@ -341,6 +355,18 @@ mod tests {
         };
         enc.save(dir, &config).unwrap();
         enc
+    }
+
+    #[test]
+    fn k_must_fit_the_width() {
+        assert!(check_k(1, 1).is_ok() && check_k(32, 1536).is_ok());
+        let e = check_k(0, 8).unwrap_err().to_string();
+        assert!(e.contains("k = 0"), "{e}");
+        let e = check_k(9, 8).unwrap_err().to_string();
+        assert!(
+            e.contains("k = 9") && e.contains("larger than the width 8"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,8 +16,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::linalg::top_indices;
 use super::SparseEncoder;
+use crate::base::top_indices;
 
 /// A sparse query: (latent, weight) terms; weights may be negative.
 pub type SparseQuery = Vec<(u32, f32)>;
@@ -148,7 +148,7 @@ impl SparseEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoder::SparseCode;
+    use crate::base::SparseCode;
 
     fn tiny() -> SparseEncoder {
         // d = 2, h = 3: atoms e1, e2, and (e1 + e2)/√2.

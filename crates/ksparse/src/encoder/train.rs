@@ -5,23 +5,25 @@
 //! every gradient reduction runs in a fixed order (see `loss::backward`).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use super::codes::MAX_HIDDEN;
 use super::loss::{step, Batch, Grads, LossValues, LossWeights, Workspace};
-use super::{DataStats, SparseEncoder};
+use super::{DataStats, EncoderConfig, SparseEncoder, FOLDER, TRAIN_LOG_FILE, TRAIN_SECONDS_FILE};
+use crate::base::stopwatch::timed;
+use crate::base::{dot, MAX_HIDDEN};
 use crate::data::{read_qrels, Qrels};
-use crate::io::{read_ids, read_npy};
-use crate::search::dense::dot;
+use crate::io::dir::check_output;
+use crate::io::{read_ids, read_npy, write_atomic, write_dir_atomic};
 
 /// Everything that defines a training run (saved in the encoder's `config.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,13 +95,7 @@ impl TrainConfig {
                 self.hidden
             );
         }
-        if self.k == 0 || self.k > self.hidden {
-            bail!(
-                "k = {} must be between 1 and hidden = {}",
-                self.k,
-                self.hidden
-            );
-        }
+        super::check_k(self.k, self.hidden)?;
         for (field, v) in [("epochs", self.epochs), ("batch_size", self.batch_size)] {
             if v == 0 {
                 bail!("{field} = 0 must be at least 1");
@@ -176,6 +172,17 @@ pub struct Pairs {
 }
 
 impl Pairs {
+    /// SHA-256 of the pairs' vectors: identifies them (their texts and judgements) in the
+    /// encoder cache.
+    pub fn key(&self) -> String {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for v in self.queries.iter().chain(&self.docs) {
+            h.update(v.to_le_bytes());
+        }
+        format!("{:x}", h.finalize())
+    }
+
     /// Pairs from query and corpus embeddings (each `.npy` with its id list beside it) and a
     /// qrels file: one pair per judgement with a grade ≥ 1. Use training qrels only.
     pub fn from_files(queries: &Path, corpus: &Path, qrels: &Path) -> Result<Self> {
@@ -542,8 +549,156 @@ pub fn train(
     Ok((enc, stats, log))
 }
 
+/// What an encoder is trained on.
+pub struct TrainData<'a> {
+    /// Training vectors, one per row.
+    pub vectors: ArrayView2<'a, f32>,
+    /// (query, relevant document) pairs for InfoNCE, if any.
+    pub pairs: Option<&'a Pairs>,
+    /// Where the vectors came from (a file or data set, and the rows it gave), recorded in
+    /// the encoder's config.
+    pub sources: HashMap<String, usize>,
+}
+
+/// Training vectors and pairs read from files (see [`TrainFiles::read`]).
+pub struct TrainFiles {
+    /// The vectors of every file, concatenated in order.
+    pub vectors: Array2<f32>,
+    /// The training pairs, if any.
+    pub pairs: Option<Pairs>,
+    /// Each file and its rows.
+    pub sources: HashMap<String, usize>,
+}
+
+impl TrainFiles {
+    /// Reads the training vectors of `inputs` (`.npy` files of one dimension, none empty)
+    /// and, when given, the pairs of (query `.npy`, corpus `.npy`, qrels file), as
+    /// [`Pairs::from_files`] reads them.
+    pub fn read(inputs: &[PathBuf], pairs: Option<[&Path; 3]>) -> Result<Self> {
+        let mut data = Vec::new();
+        let mut dim = None;
+        let mut sources = HashMap::new();
+        for path in inputs {
+            let m = read_npy(path)?;
+            if m.nrows() == 0 {
+                bail!("{} holds no vectors", path.display());
+            }
+            let first = *dim.get_or_insert(m.ncols());
+            if first != m.ncols() {
+                bail!(
+                    "{} is {}-d but the first input is {first}-d",
+                    path.display(),
+                    m.ncols()
+                );
+            }
+            sources.insert(path.display().to_string(), m.nrows());
+            data.extend(m.as_standard_layout().iter());
+        }
+        let dim = dim.context("no training vectors: give at least one .npy file")?;
+        let vectors = Array2::from_shape_vec((data.len() / dim, dim), data)?;
+        let pairs = pairs
+            .map(|[queries, corpus, qrels]| Pairs::from_files(queries, corpus, qrels))
+            .transpose()?;
+        if let Some(p) = &pairs {
+            if !p.queries.len().is_multiple_of(dim) {
+                bail!("pair vectors are not {dim}-d like the training vectors");
+            }
+            tracing::info!(pairs = p.len(dim), "training pairs loaded");
+        }
+        Ok(Self {
+            vectors,
+            pairs,
+            sources,
+        })
+    }
+
+    /// The files' data, to train on.
+    pub fn data(&self) -> TrainData<'_> {
+        TrainData {
+            vectors: self.vectors.view(),
+            pairs: self.pairs.as_ref(),
+            sources: self.sources.clone(),
+        }
+    }
+}
+
+/// A trained encoder with what its folder records.
+pub struct Trained {
+    /// The encoder.
+    pub encoder: SparseEncoder,
+    /// Its `config.json` (without the weights' SHA-256, which saving adds).
+    pub config: EncoderConfig,
+    /// One entry per epoch.
+    pub log: Vec<EpochLog>,
+    /// Training wall time, seconds.
+    pub seconds: f64,
+}
+
+/// Trains an encoder on `data` under `cfg` (see [`train`] for `on_step` and `on_epoch`)
+/// and writes it as the encoder folder `output`, atomically: `config.json`,
+/// `model.safetensors`, `train-log.jsonl` (one line per epoch) and `train-seconds.txt`
+/// (the training wall time). An existing `output` that is not an encoder folder is
+/// refused before training starts.
+pub fn train_folder(
+    output: &Path,
+    data: &TrainData,
+    cfg: &TrainConfig,
+    on_step: impl FnMut(usize, usize),
+    on_epoch: impl FnMut(&EpochLog),
+) -> Result<Trained> {
+    check_output(output, &FOLDER)?;
+    let vectors = data.vectors.as_standard_layout();
+    let (trained, seconds) = timed(|| {
+        train(
+            vectors.as_slice().expect("standard layout"),
+            vectors.ncols(),
+            data.pairs,
+            cfg,
+            on_step,
+            on_epoch,
+        )
+    });
+    let (encoder, stats, log) = trained?;
+    let config = EncoderConfig {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        dim: encoder.dim,
+        hidden: encoder.hidden,
+        k: cfg.k,
+        training: cfg.clone(),
+        data: stats,
+        sources: data.sources.clone(),
+        weights_sha256: None,
+    };
+    write_dir_atomic(output, &FOLDER, |dir| {
+        encoder.save(dir, &config)?;
+        write_atomic(&dir.join(TRAIN_LOG_FILE), |w| {
+            for e in &log {
+                serde_json::to_writer(&mut *w, e)?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })?;
+        write_atomic(&dir.join(TRAIN_SECONDS_FILE), |w| {
+            Ok(w.write_all(seconds.to_string().as_bytes())?)
+        })
+    })?;
+    Ok(Trained {
+        encoder,
+        config,
+        log,
+        seconds,
+    })
+}
+
+/// The training wall time an encoder folder records, seconds (`None` when it records none).
+pub fn recorded_seconds(dir: &Path) -> Option<f64> {
+    std::fs::read_to_string(dir.join(TRAIN_SECONDS_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+}
+
 /// Adds ε ~ N(0, (σ‖x‖)²/d · I) to each row x of `x` (so ‖ε‖ ≈ σ‖x‖).
-pub(crate) fn add_noise(x: &mut [f32], dim: usize, sigma: f32, rng: &mut ChaCha8Rng) {
+pub fn add_noise(x: &mut [f32], dim: usize, sigma: f32, rng: &mut ChaCha8Rng) {
     for row in x.chunks_mut(dim) {
         let scale = sigma * dot(row, row).sqrt() / (dim as f32).sqrt();
         row.iter_mut()
@@ -806,6 +961,45 @@ mod tests {
         );
         assert!(small_config().validate().is_ok());
         assert!(TrainConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn train_folder_writes_every_file_of_an_encoder_folder() {
+        let d = 8;
+        let data = planted(200, d, 4);
+        let vectors = Array2::from_shape_vec((200, d), data).unwrap();
+        let cfg = TrainConfig {
+            epochs: 2,
+            ..small_config()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let train_data = TrainData {
+            vectors: vectors.view(),
+            pairs: None,
+            sources: HashMap::from([("planted".to_string(), 200)]),
+        };
+        // A folder that is not an encoder's is refused before any training.
+        let other = dir.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("notes.txt"), "keep").unwrap();
+        let mut steps = 0;
+        let err = train_folder(&other, &train_data, &cfg, |_, _| steps += 1, |_| {});
+        assert!(err.is_err() && steps == 0);
+
+        let out = dir.path().join("enc");
+        let trained = train_folder(&out, &train_data, &cfg, |_, _| {}, |_| {}).unwrap();
+        let (enc, config) = SparseEncoder::load(&out).unwrap();
+        assert_eq!(enc, trained.encoder);
+        assert_eq!(config.sources["planted"], 200);
+        assert_eq!(
+            (config.k, config.hidden, config.dim),
+            (cfg.k, cfg.hidden, d)
+        );
+        let log = std::fs::read_to_string(out.join(TRAIN_LOG_FILE)).unwrap();
+        assert_eq!(log.lines().count(), 2);
+        assert_eq!(recorded_seconds(&out), Some(trained.seconds));
+        std::fs::remove_file(out.join(TRAIN_SECONDS_FILE)).unwrap();
+        assert_eq!(recorded_seconds(&out), None);
     }
 
     #[test]

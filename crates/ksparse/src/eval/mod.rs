@@ -24,12 +24,40 @@ use rayon::prelude::*;
 /// Documents retrieved per query for evaluation (Recall@100 needs 100).
 pub const EVAL_DEPTH: usize = 100;
 
-/// Builds a run from per-query hits. With `ignore_identical_ids` (the BEIR convention for
-/// collections whose queries are also documents), a hit whose doc id equals the query id
-/// is dropped.
-pub fn run_from_hits(
+/// How a quality table's sparse rows were scored: two tables, two scorers, each saying
+/// which it used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Scorer {
+    /// The on-disk index: exact top-k over one-byte quantised weights (what `ksparse
+    /// search` and `ksparse eval` measure).
+    #[serde(rename = "index (one-byte weights)")]
+    Index,
+    /// An in-memory exact sparse dot product over the f32 codes (what `ksparse
+    /// eval-sparse` and `ksparse bench quality` measure: the encoder alone, before
+    /// quantisation).
+    #[serde(rename = "exact f32 codes")]
+    ExactF32,
+}
+
+impl std::fmt::Display for Scorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Index => "the on-disk index (exact top-k over one-byte quantised weights)",
+            Self::ExactF32 => {
+                "an exact sparse dot product over the f32 codes (in memory, before quantisation)"
+            }
+        })
+    }
+}
+
+/// Builds a run from per-query hits, each document named by its external id: `id_of`
+/// maps a hit's document number to it in the numbering of the collection that answered
+/// (a row of the corpus for the in-memory engines, [`crate::index::Index::id`] for the
+/// on-disk index). With `ignore_identical_ids` (the BEIR convention for collections whose
+/// queries are also documents), a hit whose doc id equals the query id is dropped.
+pub fn run_from_hits<'a>(
     query_ids: &[String],
-    doc_ids: &[String],
+    id_of: impl Fn(u32) -> &'a str,
     hits: &[Vec<Hit>],
     ignore_identical_ids: bool,
 ) -> Run {
@@ -39,7 +67,7 @@ pub fn run_from_hits(
         .map(|(q, hs)| {
             let list = hs
                 .iter()
-                .map(|h| (doc_ids[h.doc as usize].clone(), h.score as f64))
+                .map(|h| (id_of(h.doc).to_string(), h.score as f64))
                 .filter(|(d, _)| !(ignore_identical_ids && d == q))
                 .collect();
             (q.clone(), list)
@@ -78,7 +106,12 @@ pub fn dense_exact(
     check_shapes(dataset, &corpus, queries)?;
     let index = FlatIndex::new(corpus);
     let hits = index.search_batch(queries, EVAL_DEPTH);
-    score_hits(dataset, &hits, ignore_identical_ids)
+    score_hits(
+        dataset,
+        &hits,
+        |d| corpus_id(dataset, d),
+        ignore_identical_ids,
+    )
 }
 
 /// Sparse exact search: documents encoded at `k`, queries turned into sparse queries by
@@ -141,24 +174,32 @@ pub fn sparse_exact_modes(
                 .into_par_iter()
                 .map(|i| index.search(&encoder.query(&q[i * d..(i + 1) * d], k, mode), EVAL_DEPTH))
                 .collect();
-            score_hits(dataset, &hits, ignore_identical_ids)
+            score_hits(
+                dataset,
+                &hits,
+                |d| corpus_id(dataset, d),
+                ignore_identical_ids,
+            )
         })
         .collect()
 }
 
-/// The run made of the dataset's queries' hits, and its evaluation (an error when no
-/// query of the dataset is judged).
-pub(crate) fn score_hits(
+/// The external id of corpus row `row`: how the in-memory engines, which number documents
+/// by corpus row, name their hits.
+fn corpus_id(dataset: &Dataset, row: u32) -> &str {
+    &dataset.corpus.ids[row as usize]
+}
+
+/// The run made of the dataset's queries' hits (documents named by `id_of`, see
+/// [`run_from_hits`]), and its evaluation (an error when no query of the dataset is
+/// judged).
+pub(crate) fn score_hits<'a>(
     dataset: &Dataset,
     hits: &[Vec<Hit>],
+    id_of: impl Fn(u32) -> &'a str,
     ignore_identical_ids: bool,
 ) -> Result<(Evaluation, Run)> {
-    let run = run_from_hits(
-        &dataset.queries.ids,
-        &dataset.corpus.ids,
-        hits,
-        ignore_identical_ids,
-    );
+    let run = run_from_hits(&dataset.queries.ids, id_of, hits, ignore_identical_ids);
     let qrels_name = dataset.qrels_path.display().to_string();
     let e = evaluate_checked(&dataset.qrels, &run, &qrels_name, "the search results")?;
     Ok((e, run))
@@ -367,10 +408,10 @@ mod tests {
     fn identical_ids_can_be_dropped() {
         let hits = vec![vec![Hit { doc: 0, score: 1.0 }, Hit { doc: 1, score: 0.5 }]];
         let ids = ["q1".to_string(), "d".to_string()];
-        let run = run_from_hits(&["q1".into()], &ids, &hits, true);
+        let run = run_from_hits(&["q1".into()], |d| ids[d as usize].as_str(), &hits, true);
         assert_eq!(run["q1"], vec![("d".to_string(), 0.5)]);
         assert_eq!(
-            run_from_hits(&["q1".into()], &ids, &hits, false)["q1"].len(),
+            run_from_hits(&["q1".into()], |d| ids[d as usize].as_str(), &hits, false)["q1"].len(),
             2
         );
     }

@@ -33,12 +33,25 @@ pub struct Chart {
     pub references: Vec<(String, f64)>,
 }
 
-const W: f64 = 720.0;
-const H: f64 = 440.0;
+/// The plot area's size, px.
+const PLOT_W: f64 = 450.0;
+const PLOT_H: f64 = 345.0;
+/// Margins around the plot area: tick labels and the y label on the left, the title on
+/// top, tick labels and the x label below, the legend (at least this wide) on the right.
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 200.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 55.0;
+const MIN_RIGHT: f64 = 200.0;
+/// Font size of tick labels, axis labels and the legend, px.
+const FONT: f64 = 12.0;
+/// Legend layout: gap between the plot area and a row's line sample, the sample's
+/// length, the text's offset from the sample's start, the row pitch, and the margin
+/// kept free right of the longest label and below the last row.
+const LEGEND_GAP: f64 = 14.0;
+const LEGEND_SAMPLE: f64 = 22.0;
+const LEGEND_TEXT: f64 = 28.0;
+const LEGEND_ROW: f64 = 18.0;
+const LEGEND_MARGIN: f64 = 12.0;
 const COLOURS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
 ];
@@ -48,6 +61,29 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// An upper bound of the width of `text` set in a sans-serif font of `size` px: per
+/// character, the advance width of the widest glyph of its class in DejaVu Sans (the
+/// widest of the common sans-serif fonts, and fontconfig's usual `sans-serif`; Arial,
+/// Helvetica and Liberation Sans set narrower); 1.25 em (a colour emoji's advance, wider
+/// than any letter or CJK character) for anything outside ASCII.
+fn text_width(text: &str, size: f64) -> f64 {
+    let em: f64 = text
+        .chars()
+        .map(|c| match c {
+            'i' | 'j' | 'l' | 'I' | 'J' | '.' | ',' | ':' | ';' | '\'' | '|' => 0.34,
+            'f' | 't' | 'r' | ' ' | '(' | ')' | '[' | ']' | '-' | '/' | '!' => 0.42,
+            'w' => 0.82,
+            'M' => 0.87,
+            'm' | 'W' | '@' | '%' => 1.0,
+            '=' | '+' | '<' | '>' | '~' | '#' | '^' | '&' => 0.84,
+            'A'..='Z' => 0.79,
+            c if c.is_ascii() => 0.64,
+            _ => 1.25,
+        })
+        .sum();
+    em * size
 }
 
 /// Five or so round tick values covering [lo, hi].
@@ -105,13 +141,25 @@ impl Chart {
         };
         let (x0, x1) = bounds(&xs);
         let (y0, y1) = bounds(&ys);
-        let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+        let (pw, ph) = (PLOT_W, PLOT_H);
+        // The canvas grows to hold the whole legend: its longest label and every row.
+        let labels = self.references.iter().map(|r| &r.0);
+        let labels: Vec<&String> = labels.chain(self.series.iter().map(|s| &s.name)).collect();
+        let longest = labels
+            .iter()
+            .map(|l| text_width(l, FONT))
+            .fold(0.0, f64::max);
+        let right = MIN_RIGHT.max(LEGEND_GAP + LEGEND_TEXT + longest + LEGEND_MARGIN);
+        let (w, h) = (
+            (LEFT + pw + right).ceil(),
+            (TOP + ph + BOTTOM).max(Self::legend_y(labels.len()) + LEGEND_MARGIN),
+        );
         let px = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
         let py = |y: f64| TOP + ph - (y - y0) / (y1 - y0) * ph;
         let mut s = String::new();
         let _ = write!(
             s,
-            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">
+            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="{FONT}">
 <rect width="100%" height="100%" fill="white"/>
 <text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>
 <rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>
@@ -167,7 +215,7 @@ impl Chart {
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text><text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">{}</text>"#,
             LEFT + pw / 2.0,
-            H - 14.0,
+            TOP + ph + BOTTOM - 14.0,
             esc(&self.x_label),
             TOP + ph / 2.0,
             esc(&self.y_label)
@@ -204,8 +252,8 @@ impl Chart {
             legend.push((series.name.clone(), c, false));
         }
         for (i, (name, c, dashed)) in legend.iter().enumerate() {
-            let y = TOP + 10.0 + i as f64 * 18.0;
-            let x = W - RIGHT + 14.0;
+            let y = Self::legend_y(i);
+            let x = LEFT + pw + LEGEND_GAP;
             let dash = if *dashed {
                 r#" stroke-dasharray="6 4""#
             } else {
@@ -214,8 +262,8 @@ impl Chart {
             let _ = writeln!(
                 s,
                 r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{c}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-                x + 22.0,
-                x + 28.0,
+                x + LEGEND_SAMPLE,
+                x + LEGEND_TEXT,
                 y + 4.0,
                 esc(name)
             );
@@ -223,43 +271,165 @@ impl Chart {
         s.push_str("</svg>\n");
         s
     }
+
+    /// The y of legend row `i`'s line sample (its text's baseline is 4 px lower).
+    fn legend_y(i: usize) -> f64 {
+        TOP + 10.0 + i as f64 * LEGEND_ROW
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    #[test]
-    fn charts_hold_every_series_and_reference() {
-        let chart = Chart {
+    /// The number in `attr="…"` of the first element of `svg` from `at` on.
+    fn attr(svg: &str, at: usize, attr: &str) -> f64 {
+        let key = format!(" {attr}=\"");
+        let start = at + svg[at..].find(&key).expect(attr) + key.len();
+        let end = start + svg[start..].find('"').unwrap();
+        svg[start..end].parse().unwrap()
+    }
+
+    /// The viewBox's width and height; asserts that the size attributes agree with it.
+    fn view_box(svg: &str) -> (f64, f64) {
+        let start = svg.find("viewBox=\"0 0 ").unwrap() + "viewBox=\"0 0 ".len();
+        let end = start + svg[start..].find('"').unwrap();
+        let (w, h) = svg[start..end].split_once(' ').unwrap();
+        let (w, h): (f64, f64) = (w.parse().unwrap(), h.parse().unwrap());
+        assert_eq!((attr(svg, 0, "width"), attr(svg, 0, "height")), (w, h));
+        (w, h)
+    }
+
+    /// (x, y, text) of every start-anchored `<text>` (the legend's labels), unescaped.
+    pub(in crate::eval) fn legend_labels(svg: &str) -> Vec<(f64, f64, String)> {
+        svg.match_indices("<text ")
+            .filter_map(|(at, _)| {
+                let open_end = at + svg[at..].find('>').unwrap();
+                let tag = &svg[at..open_end];
+                if tag.contains("text-anchor") || tag.contains("transform") {
+                    return None;
+                }
+                let close = open_end + svg[open_end..].find("</text>").unwrap();
+                let text = svg[open_end + 1..close]
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&");
+                Some((attr(svg, at, "x"), attr(svg, at, "y"), text))
+            })
+            .collect()
+    }
+
+    /// (cx, cy) of every point drawn.
+    pub(in crate::eval) fn circles(svg: &str) -> Vec<(f64, f64)> {
+        svg.match_indices("<circle ")
+            .map(|(at, _)| (attr(svg, at, "cx"), attr(svg, at, "cy")))
+            .collect()
+    }
+
+    fn chart(series: Vec<Series>, references: Vec<(String, f64)>) -> Chart {
+        Chart {
             title: "NDCG@10 vs k <test>".into(),
             x_label: "k".into(),
             y_label: "NDCG@10".into(),
             log2_x: true,
             log10_y: false,
-            series: vec![Series {
+            series,
+            references,
+        }
+    }
+
+    #[test]
+    fn points_and_references_sit_at_their_values() {
+        let c = chart(
+            vec![Series {
                 name: "symmetric".into(),
                 points: vec![(16.0, 0.4), (32.0, 0.5), (64.0, 0.55)],
                 line: true,
             }],
-            references: vec![("dense".into(), 0.64)],
-        };
-        let svg = chart.svg();
+            vec![("dense".into(), 0.64)],
+        );
+        let svg = c.svg();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<circle").count(), 3);
+        // Short labels keep the default canvas.
+        assert_eq!(view_box(&svg), (720.0, 440.0));
         assert_eq!(svg.matches("<polyline").count(), 1);
-        assert!(svg.contains("&lt;test&gt;") && svg.contains(">dense<"));
-        for k in [">16<", ">32<", ">64<"] {
-            assert!(svg.contains(k), "x tick {k}");
+        let p = circles(&svg);
+        assert_eq!(p.len(), 3);
+        // log₂ x: 16, 32, 64 equally spaced, left to right.
+        let (dx1, dx2) = (p[1].0 - p[0].0, p[2].0 - p[1].0);
+        assert!(dx1 > 100.0 && (dx1 - dx2).abs() <= 0.1, "{p:?}");
+        // Linear y, up is larger: 0.4 → 0.5 is twice 0.5 → 0.55.
+        let (dy1, dy2) = (p[0].1 - p[1].1, p[1].1 - p[2].1);
+        assert!(dy2 > 0.0 && (dy1 - 2.0 * dy2).abs() <= 0.2, "{p:?}");
+        // The reference line at 0.64 lies as far above 0.55 as 0.09 takes.
+        let dense = svg.find("stroke-dasharray").unwrap();
+        let line = svg[..dense].rfind("<line ").unwrap();
+        let y = attr(&svg, line, "y1");
+        assert!(
+            (p[2].1 - y - 0.09 / 0.05 * dy2).abs() <= 0.2,
+            "{y} vs {p:?}"
+        );
+        // The x ticks are the powers of two in range, then the axis labels; text is
+        // escaped.
+        let ticks: Vec<&str> = svg
+            .match_indices("text-anchor=\"middle\">")
+            .map(|(at, m)| {
+                let from = at + m.len();
+                &svg[from..from + svg[from..].find('<').unwrap()]
+            })
+            .collect();
+        assert_eq!(ticks, ["16", "32", "64", "k", "NDCG@10"]);
+        assert!(svg.contains(">NDCG@10 vs k &lt;test&gt;</text>"));
+        let legend: Vec<String> = legend_labels(&svg).into_iter().map(|l| l.2).collect();
+        assert_eq!(legend, ["dense", "symmetric"]);
+    }
+
+    #[test]
+    fn legend_labels_lie_inside_the_view_box() {
+        let names = [
+            "h=3072 sup symmetric:4k".to_string(),
+            "h=12288 sup reconstruction".into(),
+            "sparse index, h=3072".into(),
+            "W".repeat(40),
+            "ü <é> & 😀 mixed".into(),
+        ];
+        let mut many: Vec<String> = names.to_vec();
+        many.extend((0..30).map(|i| format!("series {i}")));
+        for labels in [&names[..], &many[..]] {
+            let series = labels
+                .iter()
+                .enumerate()
+                .map(|(i, name)| Series {
+                    name: name.clone(),
+                    points: vec![(16.0, 0.1 * i as f64), (32.0, 0.2)],
+                    line: true,
+                })
+                .collect();
+            let refs = vec![("dense exact".into(), 0.3), ("HNSW".into(), 0.31)];
+            let svg = chart(series, refs).svg();
+            let (w, h) = view_box(&svg);
+            let legend = legend_labels(&svg);
+            assert_eq!(legend.len(), labels.len() + 2, "every row has its label");
+            for (x, y, text) in &legend {
+                let right = x + text_width(text, FONT);
+                assert!(
+                    right <= w,
+                    "{text:?} ends at {right:.1} beyond the width {w}"
+                );
+                assert!(*y <= h - 4.0, "{text:?} at y {y} below the height {h}");
+            }
         }
+        // The estimate is not optimistic: rendered in DejaVu Sans at 12 px, this label's
+        // ink ends 158 px right of its start.
+        assert!(text_width("h=3072 sup symmetric:4k", FONT) >= 158.0);
     }
 
     #[test]
     fn ticks_are_round_and_cover_the_range() {
         let t = ticks(0.12, 0.68);
-        assert!(t.len() >= 3 && t[0] >= 0.12 && *t.last().unwrap() <= 0.68);
-        assert!(t
-            .windows(2)
-            .all(|w| ((w[1] - w[0]) - (t[1] - t[0])).abs() < 1e-9));
+        assert_eq!(t.len(), 5, "{t:?}");
+        for (got, want) in t.iter().zip([0.2, 0.3, 0.4, 0.5, 0.6]) {
+            assert!((got - want).abs() < 1e-9, "{t:?}");
+        }
     }
 }

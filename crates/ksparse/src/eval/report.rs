@@ -11,9 +11,9 @@ use ndarray::{Array2, ArrayView1};
 use serde::Serialize;
 
 use super::plot::{Chart, Series};
-use super::{score_hits, Metrics, EVAL_DEPTH};
-use crate::bench::search::{latencies, resident_bytes};
-use crate::bench::timed;
+use super::{score_hits, Metrics, Scorer, EVAL_DEPTH};
+use crate::base::stopwatch::{latencies, timed};
+use crate::base::Hit;
 use crate::data::Dataset;
 use crate::encoder::codes::first_non_finite;
 use crate::encoder::scoring::{mode_family, ModeSpec};
@@ -22,7 +22,6 @@ use crate::index::{self, Index};
 use crate::io::write_atomic;
 use crate::search::dense::FlatIndex;
 use crate::search::hnsw::HnswIndex;
-use crate::search::Hit;
 
 /// Hits per query in the latency measurement.
 const LATENCY_TOP: usize = 10;
@@ -51,7 +50,8 @@ pub struct DenseRow {
     pub p50_ms: f64,
     /// 99th percentile, ms.
     pub p99_ms: f64,
-    /// Bytes of the searchable structure (vectors; for HNSW the resident growth of its build).
+    /// Bytes of the searchable structure: the f32 vectors; for HNSW also its graph's
+    /// links, 4 bytes each ([`HnswIndex::bytes`]).
     pub bytes: usize,
     /// Build time, seconds.
     pub build_s: f64,
@@ -96,8 +96,19 @@ pub struct Report {
     pub dense: DenseRow,
     /// HNSW over the same vectors.
     pub hnsw: DenseRow,
+    /// How the sparse rows were scored (always the on-disk index here).
+    pub scorer: Scorer,
     /// Sparse rows in width, k, mode order.
     pub sparse: Vec<SparseRow>,
+}
+
+/// The mean metrics of the queries' hits, documents named by `id_of`.
+fn mean_metrics<'a>(
+    dataset: &Dataset,
+    hits: &[Vec<Hit>],
+    id_of: impl Fn(u32) -> &'a str,
+) -> Result<Metrics> {
+    Ok(score_hits(dataset, hits, id_of, false)?.0.mean)
 }
 
 /// Runs the evaluation. `encoder_for(hidden, k, supervised)` gives a trained encoder and
@@ -114,13 +125,10 @@ pub fn run(
     if opts.ks.is_empty() || opts.hidden.is_empty() || opts.modes.is_empty() {
         bail!("give at least one k, width and mode");
     }
-    if let Some((&k, &h)) = opts
-        .ks
-        .iter()
-        .flat_map(|k| opts.hidden.iter().map(move |h| (k, h)))
-        .find(|(k, h)| k > h)
-    {
-        bail!("k = {k} is larger than the width {h}: choose k ≤ hidden (e.g. --hidden 4d)");
+    for &k in &opts.ks {
+        for &h in &opts.hidden {
+            crate::encoder::check_k(k, h)?;
+        }
     }
     let nq = queries.nrows();
     if nq == 0 || corpus.nrows() == 0 {
@@ -132,14 +140,13 @@ pub fn run(
         );
     }
     let q: Vec<Vec<f32>> = queries.rows().into_iter().map(|r| r.to_vec()).collect();
-    let evaluated =
-        |hits: &[Vec<Hit>]| -> Result<Metrics> { Ok(score_hits(dataset, hits, false)?.0.mean) };
+    let row_id = |d: u32| dataset.corpus.ids[d as usize].as_str();
 
     let flat = FlatIndex::new(corpus.clone());
     let deep = flat.search_batch(queries, EVAL_DEPTH);
     let (p50, p99, _) = latencies(nq, |i| flat.search(ArrayView1::from(&q[i]), LATENCY_TOP));
     let dense = DenseRow {
-        metrics: evaluated(&deep)?,
+        metrics: mean_metrics(dataset, &deep, row_id)?,
         p50_ms: p50,
         p99_ms: p99,
         bytes: flat.bytes(),
@@ -148,19 +155,17 @@ pub fn run(
     tracing::info!(ndcg10 = dense.metrics.ndcg_at_10, "dense exact");
 
     let (m, ef_construction, ef) = opts.hnsw;
-    let before = resident_bytes();
     let (graph, build_s) = timed(|| HnswIndex::build(corpus, m, ef_construction));
-    let bytes = resident_bytes().saturating_sub(before);
     let deep: Vec<Vec<Hit>> = q
         .iter()
         .map(|v| graph.search(v, EVAL_DEPTH, ef.max(EVAL_DEPTH)))
         .collect();
     let (p50, p99, _) = latencies(nq, |i| graph.search(&q[i], LATENCY_TOP, ef));
     let hnsw = DenseRow {
-        metrics: evaluated(&deep)?,
+        metrics: mean_metrics(dataset, &deep, row_id)?,
         p50_ms: p50,
         p99_ms: p99,
-        bytes,
+        bytes: graph.bytes(),
         build_s,
     };
     tracing::info!(ndcg10 = hnsw.metrics.ndcg_at_10, "hnsw");
@@ -188,13 +193,11 @@ pub fn run(
                 }
                 index::build(&dir, &codes, &dataset.corpus.ids, enc.hidden)?;
                 let idx = Index::open(&dir)?;
-                let rows = idx.rows_in(&dataset.corpus.ids)?;
                 for spec in &opts.modes {
                     let mode = spec.at(k);
                     let sq: Vec<Vec<(u32, f32)>> =
                         q.iter().map(|v| enc.query(v, k, mode)).collect();
-                    let mut deep = idx.search_batch(&sq, EVAL_DEPTH, 0)?;
-                    Index::hits_to_rows(&mut deep, &rows);
+                    let deep = idx.search_batch(&sq, EVAL_DEPTH, 0)?;
                     let (p50, p99, _) = latencies(nq, |i| {
                         idx.search(&sq[i], LATENCY_TOP, 0)
                             .expect("queries come from the index's encoder")
@@ -204,7 +207,7 @@ pub fn run(
                         hidden,
                         supervised,
                         mode: mode.to_string(),
-                        metrics: evaluated(&deep)?,
+                        metrics: mean_metrics(dataset, &deep, |d| idx.id(d))?,
                         p50_ms: p50,
                         p99_ms: p99,
                         bytes: idx.stats().file_bytes,
@@ -225,6 +228,7 @@ pub fn run(
         queries: nq,
         dense,
         hnsw,
+        scorer: Scorer::Index,
         sparse,
     })
 }
@@ -234,9 +238,9 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mb = |b: usize| format!("{:.1}", b as f64 / 1e6);
         let mut md = format!(
-            "# ksparse eval: {} ({} documents, {} queries), {}\n\nLatency: one top-{LATENCY_TOP} search at a time on one thread. Sparse rows search the on-disk index; bytes are its files.\n\n\
+            "# ksparse eval: {} ({} documents, {} queries), {}\n\nLatency: one top-{LATENCY_TOP} search at a time on one thread. Sparse rows are scored by {}; their bytes are its files. Dense bytes are the f32 vectors; HNSW's add its graph's links, 4 bytes each.\n\n\
              | engine | NDCG@10 | Recall@100 | MRR@10 | p50 ms | p99 ms | MB | build / train s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
-            self.dataset, self.documents, self.queries, self.model
+            self.dataset, self.documents, self.queries, self.model, self.scorer
         );
         for (name, r) in [("dense exact", &self.dense), ("HNSW", &self.hnsw)] {
             md += &format!(
@@ -368,5 +372,108 @@ impl Report {
             write_atomic(&dir.join(name), |w| Ok(w.write_all(svg.as_bytes())?))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::plot::tests::{circles, legend_labels};
+    use super::*;
+
+    fn metrics(ndcg: f64) -> Metrics {
+        Metrics {
+            ndcg_at_10: ndcg,
+            recall_at_100: 0.9,
+            mrr_at_10: ndcg - 0.04,
+        }
+    }
+
+    fn dense(bytes: usize) -> DenseRow {
+        DenseRow {
+            metrics: metrics(0.6451),
+            p50_ms: 0.39,
+            p99_ms: 0.61,
+            bytes,
+            build_s: 2.3,
+        }
+    }
+
+    fn sparse(k: usize, supervised: bool, mode: &str, ndcg: f64, bytes: usize) -> SparseRow {
+        SparseRow {
+            k,
+            hidden: 3072,
+            supervised,
+            mode: mode.into(),
+            metrics: metrics(ndcg),
+            p50_ms: 0.002 * k as f64,
+            p99_ms: 0.5,
+            bytes,
+            train_s: 100.0,
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            dataset: "scifact".into(),
+            model: "all-MiniLM-L6-v2".into(),
+            documents: 5183,
+            queries: 300,
+            dense: dense(7_960_000),
+            hnsw: dense(8_730_000),
+            scorer: Scorer::Index,
+            sparse: vec![
+                sparse(32, false, "symmetric", 0.5517, 1_900_000),
+                sparse(32, false, "symmetric:128", 0.5765, 1_900_000),
+                sparse(64, false, "symmetric", 0.58, 3_400_000),
+                sparse(64, false, "symmetric:256", 0.6, 3_400_000),
+                sparse(32, true, "symmetric:128", 0.74, 2_000_000),
+                sparse(64, true, "symmetric:256", 0.76, 3_500_000),
+            ],
+        }
+    }
+
+    #[test]
+    fn markdown_rows_hold_the_values() {
+        let md = report().markdown();
+        for row in [
+            "| dense exact | 0.6451 | 0.9000 | 0.6051 | 0.390 | 0.610 | 8.0 | 2.3 |\n",
+            "| HNSW | 0.6451 | 0.9000 | 0.6051 | 0.390 | 0.610 | 8.7 | 2.3 |\n",
+            "| 3072 | 32 | symmetric | 0.5517 | 0.9000 | 0.5117 | 0.064 | 0.500 | 1.9 | 100.0 |\n",
+            "| 3072 | 64 | symmetric:256 (supervised) | 0.7600 | 0.9000 | 0.7200 | 0.128 | 0.500 | 3.5 | 100.0 |\n",
+        ] {
+            assert!(md.contains(row), "{row} in\n{md}");
+        }
+        assert_eq!(md.matches("\n| 3072 |").count(), 6);
+    }
+
+    #[test]
+    fn plots_have_one_series_per_width_supervision_and_mode_family() {
+        let plots = report().plots();
+        let names: Vec<&str> = plots.iter().map(|p| p.0).collect();
+        assert_eq!(
+            names,
+            ["ndcg_vs_k.svg", "latency_vs_ndcg.svg", "bytes_vs_k.svg"]
+        );
+        let labels =
+            |svg: &str| -> Vec<String> { legend_labels(svg).into_iter().map(|l| l.2).collect() };
+        let families = [
+            "h=3072 symmetric",
+            "h=3072 symmetric:4k",
+            "h=3072 sup symmetric:4k",
+        ];
+        let mut want = vec!["dense exact", "HNSW"];
+        want.extend(families);
+        assert_eq!(labels(&plots[0].1), want);
+        assert_eq!(circles(&plots[0].1).len(), 6);
+        let mut want = families.to_vec();
+        want.extend(["dense exact", "HNSW"]);
+        assert_eq!(labels(&plots[1].1), want);
+        assert_eq!(circles(&plots[1].1).len(), 6 + 2);
+        // One point per (k, size): rows that share an index share its point.
+        assert_eq!(
+            labels(&plots[2].1),
+            ["dense vectors", "HNSW", "sparse index, h=3072"]
+        );
+        assert_eq!(circles(&plots[2].1).len(), 4);
     }
 }

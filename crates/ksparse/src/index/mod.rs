@@ -25,11 +25,11 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::SparseCode;
+use crate::base::Hit;
+use crate::base::SparseCode;
 use crate::io::{
     read_json_checked, write_atomic, write_dir_atomic, write_json_checked, FolderKind, IoError,
 };
-use crate::search::Hit;
 use segment::Segment;
 
 /// Name of the commit file inside an index folder.
@@ -83,7 +83,7 @@ pub const FOLDER: FolderKind = FolderKind {
 pub fn build(dir: &Path, codes: &[SparseCode], ids: &[String], hidden: usize) -> Result<Meta> {
     if dir.exists() {
         bail!(
-            "{} already exists; remove it or choose another --output",
+            "{} already exists: an index is built into a new folder",
             dir.display()
         );
     }
@@ -153,12 +153,12 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
             segment::VERSION
         );
     }
-    if meta.hidden == 0 || meta.hidden > segment::MAX_HIDDEN {
+    if meta.hidden == 0 || meta.hidden > crate::base::MAX_HIDDEN {
         bail!(
             "{}: width {} is not between 1 and {}",
             path.display(),
             meta.hidden,
-            segment::MAX_HIDDEN
+            crate::base::MAX_HIDDEN
         );
     }
     let mut seen = std::collections::HashSet::new();
@@ -532,6 +532,8 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+    use std::collections::{BTreeSet, HashMap};
+    use std::path::PathBuf;
 
     /// Random codes with a skewed latent distribution (some latents much more common).
     fn random_codes(rng: &mut ChaCha8Rng, n: usize, hidden: usize, k: usize) -> Vec<SparseCode> {
@@ -618,7 +620,8 @@ mod tests {
         for (d, &r) in rows.iter().enumerate() {
             assert_eq!(index.id(d as u32), ids(500)[r as usize]);
         }
-        assert!(index.rows_in(&ids(10)).is_err());
+        let err = index.rows_in(&ids(10)).unwrap_err().to_string();
+        assert!(err.contains("is not in the id list"), "{err}");
     }
 
     #[test]
@@ -661,31 +664,290 @@ mod tests {
             .contains("width"));
     }
 
+    /// A frozen index folder, `tests/fixtures/index-v{version}`: written once in segment
+    /// format `version` with a commit as releases before checksums wrote it, and kept
+    /// as it is, with the codes and ids it holds (`index-v{version}.kspc`, `.ids.txt`).
+    pub(super) struct Fixture {
+        pub(crate) dir: PathBuf,
+        pub(crate) codes: Vec<SparseCode>,
+        pub(crate) ids: Vec<String>,
+        pub(crate) meta: Meta,
+    }
+
+    /// The fixture of segment format `version` (read only: copy it before changing it).
+    pub(super) fn fixture(version: u32) -> Fixture {
+        let root = ksparse_testkit::root().join("tests/fixtures");
+        let codes_path = root.join(format!("index-v{version}.kspc"));
+        let (codes, hidden) = crate::encoder::codes::read_codes(&codes_path).unwrap();
+        let ids = crate::io::read_ids(&codes_path, codes.len()).unwrap();
+        let dir = root.join(format!("index-v{version}"));
+        let meta = read_meta(&dir).unwrap();
+        assert_eq!(meta.hidden, hidden, "{}", dir.display());
+        Fixture {
+            dir,
+            codes,
+            ids,
+            meta,
+        }
+    }
+
+    /// The ids the fixture of `version` holds deleted (tombstones of its commit).
+    fn fixture_tombstones(version: u32) -> BTreeSet<String> {
+        match version {
+            2 => BTreeSet::from(["doc-4".to_string()]),
+            _ => BTreeSet::new(),
+        }
+    }
+
+    /// Copies the files of the folder `from` into a new folder `to`.
+    fn copy_files(from: &Path, to: &Path) {
+        std::fs::create_dir(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+
+    /// `code` as the (latent, value) pairs the forward index returns.
+    pub(super) fn pairs(code: &SparseCode) -> Vec<(u32, f32)> {
+        code.ids
+            .iter()
+            .copied()
+            .zip(code.values.iter().copied())
+            .collect()
+    }
+
+    /// Asserts that every document of `index` (deleted ones too) stores exactly the code
+    /// `want` holds for its id, and that it holds every id of `want`.
+    fn assert_codes(index: &Index, want: &HashMap<&str, &SparseCode>, what: &str) {
+        let mut seen = BTreeSet::new();
+        for (_, seg, _) in index.segments() {
+            for i in 0..seg.docs {
+                let id = seg.id(i);
+                let code = want
+                    .get(id)
+                    .unwrap_or_else(|| panic!("{what}: unknown id {id:?}"));
+                assert_eq!(
+                    seg.forward(i).collect::<Vec<_>>(),
+                    pairs(code),
+                    "{what}: {id:?}"
+                );
+                assert!(seen.insert(id), "{what}: {id:?} stored twice");
+            }
+        }
+        assert_eq!(seen.len(), want.len(), "{what}");
+    }
+
+    /// The ids of `index`'s deleted documents.
+    fn deleted_ids(index: &Index) -> BTreeSet<String> {
+        index
+            .segments()
+            .flat_map(|(_, seg, deleted)| {
+                (0..seg.docs)
+                    .filter(|&l| deleted[l])
+                    .map(|l| seg.id(l).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Random queries (negative weights too): every search path returns the brute-force
+    /// reference's hits.
+    fn assert_search_is_exact(index: &Index, rng: &mut ChaCha8Rng, what: &str) {
+        let hidden = index.hidden();
+        for _ in 0..40 {
+            let terms = rng.random_range(1..=12);
+            let query: Vec<(u32, f32)> = rand::seq::index::sample(rng, hidden, terms)
+                .into_iter()
+                .map(|j| (j as u32, rng.random_range(-1.0f32..2.0)))
+                .collect();
+            let top = rng.random_range(1..=20);
+            let want = query::search_brute_force(index, &query, top);
+            assert_eq!(want.len(), top.min(index.live()), "{what}");
+            assert_eq!(
+                index.search(&query, top, 0).unwrap(),
+                want,
+                "{what}: {query:?}"
+            );
+            for strategy in [query::Strategy::TermAtATime, query::Strategy::BlockMax] {
+                let got = query::search(index, &query, top, strategy);
+                assert_eq!(got, want, "{what}, {strategy:?}: {query:?}");
+            }
+        }
+    }
+
     #[test]
-    fn version_1_indexes_open_and_take_new_segments() {
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let codes = random_codes(&mut rng, 40, 64, 6);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("idx");
-        build(&path, &codes, &ids(40), 64).unwrap();
-        // Rewrite it as a version-1 index: v1 segment bytes, v1 commit.
-        let mut meta = read_meta(&path).unwrap();
-        let v1 = segment::encode_as(1, &codes, &ids(40), 64);
-        std::fs::write(path.join(&meta.segments[0].file), v1).unwrap();
-        meta.version = 1;
-        // As version 1 wrote it: no checksum.
-        std::fs::write(path.join(META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
-        let query = [(3u32, 1.0f32), (17, 0.5)];
-        let before = Index::open(&path).unwrap().search(&query, 5, 0).unwrap();
-        assert_eq!(
-            before,
-            query::search_brute_force(&Index::open(&path).unwrap(), &query, 5)
-        );
-        let more: Vec<String> = (40..50).map(|i| format!("doc-{i}")).collect();
-        writer::add(&path, &random_codes(&mut rng, 10, 64, 6), &more, 64).unwrap();
-        let after = Index::open(&path).unwrap();
-        assert_eq!(after.len(), 50);
-        assert_eq!(after.id(45), "doc-45");
+    fn frozen_indexes_of_every_readable_version_hold_their_codes_and_search_exactly() {
+        for version in segment::OLDEST_READ..=segment::VERSION {
+            let f = fixture(version);
+            let what = format!("index-v{version}");
+            // The commit as releases before checksums wrote it: the bare content.
+            let text = std::fs::read_to_string(f.dir.join(META_FILE)).unwrap();
+            let bare: Meta = serde_json::from_str(&text).unwrap();
+            assert_eq!(bare, f.meta, "{what}");
+            assert_eq!((f.meta.version, f.meta.hidden), (version, 64), "{what}");
+            let index = Index::open(&f.dir).unwrap();
+            let tombstones = fixture_tombstones(version);
+            assert_eq!(deleted_ids(&index), tombstones, "{what}");
+            assert_eq!(
+                (index.len(), index.live()),
+                (f.codes.len(), f.codes.len() - tombstones.len()),
+                "{what}"
+            );
+            let want: HashMap<&str, &SparseCode> =
+                f.ids.iter().map(String::as_str).zip(&f.codes).collect();
+            assert_codes(&index, &want, &what);
+
+            // Stats count what the codes hold.
+            let stats = index.stats();
+            let mut lens = vec![0usize; 64];
+            for c in &f.codes {
+                for &j in &c.ids {
+                    lens[j as usize] += 1;
+                }
+            }
+            let nnz: usize = lens.iter().sum();
+            let files: usize = f
+                .meta
+                .segments
+                .iter()
+                .map(|s| std::fs::metadata(f.dir.join(&s.file)).unwrap().len() as usize)
+                .sum();
+            let segments = f.meta.segments.len();
+            let id_text: usize = f.ids.iter().map(String::len).sum();
+            let latent_bytes = if version == 1 { 4 } else { 2 };
+            let (block_max, forward_q) = if version >= 3 {
+                (64 * f.codes.len().div_ceil(segment::DOC_BLOCK), nnz)
+            } else {
+                (0, 0)
+            };
+            let mut sorted = lens.clone();
+            sorted.sort_unstable();
+            assert_eq!(
+                (stats.docs, stats.deleted, stats.segments, stats.postings),
+                (index.live(), tombstones.len(), segments, nnz),
+                "{what}"
+            );
+            assert_eq!(stats.file_bytes, files, "{what}");
+            let b = &stats.bytes;
+            assert_eq!(
+                (b.terms, b.forward, b.ids, b.block_max, b.forward_quantised),
+                (
+                    segments * 65 * 4,
+                    (f.codes.len() + segments) * 8 + nnz * (latent_bytes + 4),
+                    (f.codes.len() + segments) * 8 + id_text,
+                    block_max,
+                    forward_q
+                ),
+                "{what}"
+            );
+            let usage = &stats.latent_usage;
+            assert_eq!(
+                (usage.unused, usage.max, usage.median),
+                (
+                    lens.iter().filter(|&&l| l == 0).count(),
+                    sorted[63],
+                    sorted[32]
+                ),
+                "{what}"
+            );
+            assert_eq!(
+                lens[0],
+                f.codes.len() - 1,
+                "{what}: latent 0 in all codes but one"
+            );
+
+            let mut rng = ChaCha8Rng::seed_from_u64(version as u64);
+            assert_search_is_exact(&index, &mut rng, &what);
+            // Rescoring every document gives the exact f32 ranking of the fixture's codes.
+            // Latent 0 with a positive weight gives every non-empty code a positive score,
+            // so the ranking has no ties.
+            for _ in 0..20 {
+                let mut query = vec![(0u32, rng.random_range(0.1f32..2.0))];
+                let others = rng.random_range(0..8);
+                for j in rand::seq::index::sample(&mut rng, 63, others) {
+                    query.push((j as u32 + 1, rng.random_range(0.1f32..2.0)));
+                }
+                let mut exact: Vec<(String, f32)> = f
+                    .ids
+                    .iter()
+                    .zip(&f.codes)
+                    .filter(|(id, _)| !tombstones.contains(*id))
+                    .map(|(id, c)| {
+                        let score: f32 = query
+                            .iter()
+                            .map(|&(j, w)| c.ids.binary_search(&j).map_or(0.0, |p| w * c.values[p]))
+                            .sum();
+                        (id.clone(), score)
+                    })
+                    .collect();
+                exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+                let top = index.live() - 1;
+                exact.truncate(top);
+                let got: Vec<(String, f32)> = index
+                    .search(&query, top, index.len())
+                    .unwrap()
+                    .iter()
+                    .map(|h| (index.id(h.doc).to_string(), h.score))
+                    .collect();
+                assert_eq!(got, exact, "{what}: {query:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn old_indexes_take_new_segments_deletions_and_merges() {
+        for version in segment::OLDEST_READ..segment::VERSION {
+            let f = fixture(version);
+            let what = format!("index-v{version}");
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("idx");
+            copy_files(&f.dir, &path);
+            let mut rng = ChaCha8Rng::seed_from_u64(50 + version as u64);
+            let new_codes = random_codes(&mut rng, 10, 64, 6);
+            let new_ids: Vec<String> = (0..10).map(|i| format!("new-{i}")).collect();
+            let meta = writer::add(&path, &new_codes, &new_ids, 64).unwrap();
+            // The commit keeps the version of its first segment.
+            assert_eq!(meta.version, version, "{what}");
+            assert_eq!(meta.generation, f.meta.generation + 1, "{what}");
+            let index = Index::open(&path).unwrap();
+            // The old segments read as before; the new one is in the current format.
+            let block_max: Vec<bool> = index
+                .segments()
+                .map(|(_, seg, _)| seg.blocks_view().is_some())
+                .collect();
+            let mut want_kinds = vec![false; f.meta.segments.len()];
+            want_kinds.push(true);
+            assert_eq!(block_max, want_kinds, "{what}");
+            let tombstones = fixture_tombstones(version);
+            let live = f.codes.len() - tombstones.len();
+            assert_eq!(index.live(), live + 10, "{what}");
+            let mut want: HashMap<&str, &SparseCode> =
+                f.ids.iter().map(String::as_str).zip(&f.codes).collect();
+            want.extend(new_ids.iter().map(String::as_str).zip(&new_codes));
+            assert_codes(&index, &want, &what);
+            assert_search_is_exact(&index, &mut rng, &what);
+            drop(index);
+
+            // Delete an old and a new document, then merge everything into one segment
+            // of the current format that holds exactly the live codes.
+            let gone = ["doc-0".to_string(), "new-3".to_string()];
+            assert_eq!(writer::delete(&path, &gone).unwrap(), 2, "{what}");
+            let merged = writer::merge(&path).unwrap();
+            assert_eq!(merged.segments.len(), 1, "{what}");
+            let index = Index::open(&path).unwrap();
+            assert_eq!((index.len(), index.live()), (live + 8, live + 8), "{what}");
+            for id in tombstones.iter().chain(&gone) {
+                want.remove(id.as_str());
+            }
+            assert_codes(&index, &want, &what);
+            let (_, seg, _) = index.segments().next().unwrap();
+            assert!(
+                seg.blocks_view().is_some(),
+                "{what}: merged in the current format"
+            );
+            assert_search_is_exact(&index, &mut rng, &what);
+        }
     }
 
     #[test]
@@ -751,7 +1013,10 @@ mod tests {
             open_err()
         );
         // …so a writer cannot be led to overwrite a live segment.
-        assert!(writer::add(&path, &random_codes(&mut rng, 1, 64, 6), &["x".into()], 64).is_err());
+        let err = writer::add(&path, &random_codes(&mut rng, 1, 64, 6), &["x".into()], 64)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("newer than the commit"), "{err}");
         let mut unsorted = good.clone();
         unsorted.segments[0].deleted = vec![3, 1];
         write_meta(&path, &unsorted).unwrap();
@@ -795,7 +1060,7 @@ mod tests {
             }
         }
         std::fs::write(&seg, &good).unwrap();
-        assert!(Index::open(&path).is_ok());
+        assert_eq!(Index::open(&path).unwrap().len(), 500);
         std::fs::write(path.join(META_FILE), "{").unwrap();
         let err = Index::open(&path)
             .err()

@@ -9,7 +9,7 @@
 //! boundaries, so every block is one leaf of the recursion. Deterministic: the same codes
 //! give the same order on any number of threads.
 
-use crate::encoder::SparseCode;
+use crate::base::SparseCode;
 
 /// 2-means rounds per split.
 const ROUNDS: usize = 4;

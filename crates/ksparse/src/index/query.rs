@@ -22,8 +22,8 @@
 use super::postings::{decode_block, BLOCK};
 use super::segment::{BlockView, Segment};
 use super::Index;
-use crate::encoder::TopK;
-use crate::search::Hit;
+use crate::base::Hit;
+use crate::base::TopK;
 
 /// How segments are searched (all give the same hits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -35,7 +35,7 @@ use memmap2::Mmap;
 
 use super::order;
 use super::postings::{self, encode_block, BlockMeta, Quantizer, BLOCK};
-use crate::encoder::SparseCode;
+use crate::base::{SparseCode, MAX_HIDDEN};
 
 /// File magic of a segment.
 pub const MAGIC: &[u8; 8] = b"KSPXSEG1";
@@ -44,9 +44,6 @@ pub const MAGIC: &[u8; 8] = b"KSPXSEG1";
 pub const VERSION: u32 = 3;
 /// The oldest segment version this build reads.
 pub const OLDEST_READ: u32 = 1;
-/// The widest index this build writes or reads: 2^24 latents (a width is a count of
-/// latents, so a damaged header cannot make a reader allocate without bound).
-pub const MAX_HIDDEN: usize = 1 << 24;
 /// Documents per block of the block-max section: the unit of pruning. Smaller blocks
 /// bound tighter but take more bytes (hidden bytes per block) and more bound arithmetic
 /// per query.
@@ -123,25 +120,12 @@ pub fn validate(codes: &[SparseCode], ids: &[String], hidden: usize) -> Result<(
     Ok(())
 }
 
-/// Serialises a segment for `codes` (validated by [`validate`]) with external `ids`.
+/// Serialises a segment for `codes` (validated by [`validate`]) with external `ids`, in
+/// the current format ([`VERSION`]; older versions are only read: the files they wrote
+/// are kept in `tests/fixtures/index-v*`).
 pub fn encode(codes: &[SparseCode], ids: &[String], hidden: usize) -> Vec<u8> {
-    encode_as(VERSION, codes, ids, hidden)
-}
-
-/// [`encode`] in format `version` (older versions are written only by tests).
-pub(super) fn encode_as(
-    version: u32,
-    codes: &[SparseCode],
-    ids: &[String],
-    hidden: usize,
-) -> Vec<u8> {
-    let doc_block = if version >= 3 { DOC_BLOCK } else { 0 };
-    // Storage order: clustered from version 3, the input's before.
-    let order: Vec<u32> = if version >= 3 {
-        order::cluster_order(codes, hidden, doc_block)
-    } else {
-        (0..codes.len() as u32).collect()
-    };
+    // Storage order: clustered, so that a doc block holds similar codes.
+    let order = order::cluster_order(codes, hidden, DOC_BLOCK);
     let stored = |pos: usize| &codes[order[pos] as usize];
     let max = codes
         .iter()
@@ -182,7 +166,7 @@ pub(super) fn encode_as(
         offs.extend_from_slice(&body);
         offs
     };
-    let id_bytes = forward_id_bytes(version, hidden);
+    let id_bytes = forward_id_bytes(VERSION, hidden);
     let forward = offsets_then(codes.len(), &mut |i, body| {
         let c = stored(i);
         for (&j, &v) in c.ids.iter().zip(&c.values) {
@@ -193,30 +177,27 @@ pub(super) fn encode_as(
     let id_map = offsets_then(ids.len(), &mut |i, body| {
         body.extend_from_slice(ids[order[i] as usize].as_bytes())
     });
-    let (mut block_max, mut forward_q) = (Vec::new(), Vec::new());
-    if version >= 3 {
-        let per_latent = codes.len().div_ceil(doc_block);
-        block_max = vec![0u8; hidden * per_latent];
-        for d in 0..codes.len() {
-            let c = stored(d);
-            for (&j, &v) in c.ids.iter().zip(&c.values) {
-                let q = quant.quantize(v);
-                let slot = &mut block_max[j as usize * per_latent + d / doc_block];
-                *slot = (*slot).max(q);
-                forward_q.push(q);
-            }
+    let per_latent = codes.len().div_ceil(DOC_BLOCK);
+    let (mut block_max, mut forward_q) = (vec![0u8; hidden * per_latent], Vec::new());
+    for d in 0..codes.len() {
+        let c = stored(d);
+        for (&j, &v) in c.ids.iter().zip(&c.values) {
+            let q = quant.quantize(v);
+            let slot = &mut block_max[j as usize * per_latent + d / DOC_BLOCK];
+            *slot = (*slot).max(q);
+            forward_q.push(q);
         }
     }
 
-    let all: [&[u8]; 7] = [
+    let sections: [&[u8]; 7] = [
         &terms, &blocks, &postings, &forward, &id_map, &block_max, &forward_q,
     ];
-    let sections = &all[..section_count(version)];
+    debug_assert_eq!(sections.len(), section_count(VERSION));
     let header = header_bytes(sections.len());
     let mut out = Vec::with_capacity(header + sections.iter().map(|s| s.len() + 8).sum::<usize>());
     out.extend_from_slice(MAGIC);
     for v in [
-        version,
+        VERSION,
         hidden as u32,
         codes.len() as u32,
         sections.len() as u32,
@@ -224,9 +205,9 @@ pub(super) fn encode_as(
         out.extend_from_slice(&v.to_le_bytes());
     }
     out.extend_from_slice(&quant.scale.to_le_bytes());
-    out.extend_from_slice(&(doc_block as u32).to_le_bytes());
+    out.extend_from_slice(&(DOC_BLOCK as u32).to_le_bytes());
     let mut offset = header.next_multiple_of(8);
-    for s in sections {
+    for s in &sections {
         out.extend_from_slice(&(offset as u64).to_le_bytes());
         out.extend_from_slice(&(s.len() as u64).to_le_bytes());
         out.extend_from_slice(&crc32fast::hash(s).to_le_bytes());
@@ -235,7 +216,7 @@ pub(super) fn encode_as(
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    for s in sections {
+    for s in &sections {
         out.resize(out.len().next_multiple_of(8), 0);
         out.extend_from_slice(s);
     }
@@ -605,6 +586,7 @@ impl BlockView<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::{fixture, pairs, Fixture};
     use super::*;
 
     fn open_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Segment {
@@ -614,7 +596,93 @@ mod tests {
     }
 
     #[test]
-    fn every_readable_version_reads_back_its_codes() {
+    fn frozen_segments_of_every_readable_version_hold_their_codes() {
+        // (documents, forward-index latent bytes, doc block) of each fixture segment.
+        let layouts: [&[(usize, usize, usize)]; 3] = [
+            &[(40, 4, 0)],
+            &[(30, 2, 0), (12, 2, 0)],
+            &[(70, 2, DOC_BLOCK)],
+        ];
+        for version in OLDEST_READ..=VERSION {
+            let Fixture {
+                dir,
+                codes,
+                ids,
+                meta,
+            } = fixture(version);
+            let row_of = |id: &str| ids.iter().position(|i| i == id).unwrap();
+            let want = layouts[(version - OLDEST_READ) as usize];
+            assert_eq!(meta.segments.len(), want.len(), "version {version}");
+            let mut first_row = 0;
+            for (entry, &(docs, id_bytes, doc_block)) in meta.segments.iter().zip(want) {
+                let seg = Segment::open(&dir.join(&entry.file)).unwrap();
+                let what = format!("version {version}, {}", entry.file);
+                assert_eq!(u32_at(&seg.map[..], 8), version, "{what}");
+                assert_eq!(
+                    (seg.docs, seg.hidden, seg.forward_id_bytes, seg.doc_block),
+                    (docs, 64, id_bytes, doc_block),
+                    "{what}"
+                );
+                assert_eq!(seg.blocks_view().is_some(), version >= 3, "{what}");
+                let rows: Vec<usize> = (0..docs).map(|i| row_of(seg.id(i))).collect();
+                if version < 3 {
+                    // Stored in input order.
+                    assert_eq!(rows, (first_row..first_row + docs).collect::<Vec<_>>());
+                }
+                let mut sorted = rows.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, (first_row..first_row + docs).collect::<Vec<_>>());
+                let nnz: usize = rows.iter().map(|&r| codes[r].ids.len()).sum();
+                for (i, &r) in rows.iter().enumerate() {
+                    assert_eq!(
+                        seg.forward(i).collect::<Vec<_>>(),
+                        pairs(&codes[r]),
+                        "{what}, row {r}"
+                    );
+                }
+                // The forward index: offsets, then latent and f32 value per entry.
+                let forward = seg.part_bytes()[FORWARD];
+                assert_eq!(forward, (docs + 1) * 8 + nnz * (id_bytes + 4), "{what}");
+                // Every posting list holds exactly the documents whose code has the
+                // latent, with their quantised weights.
+                let quant = Quantizer { scale: seg.scale };
+                let mut buf = [0u32; BLOCK];
+                for j in 0..seg.hidden {
+                    let mut got = Vec::new();
+                    let mut last = None;
+                    for m in seg.term_blocks(j) {
+                        let weights = postings::decode_block(&m, seg.postings(), last, &mut buf);
+                        got.extend(
+                            buf[..m.len as usize]
+                                .iter()
+                                .copied()
+                                .zip(weights.iter().copied()),
+                        );
+                        last = Some(m.last_doc);
+                    }
+                    let want: Vec<(u32, u8)> = rows
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, &r)| {
+                            let c = &codes[r];
+                            let p = c.ids.binary_search(&(j as u32)).ok()?;
+                            Some((i as u32, quant.quantize(c.values[p])))
+                        })
+                        .collect();
+                    assert_eq!(got, want, "{what}, latent {j}");
+                }
+                first_row += docs;
+            }
+            assert_eq!(
+                first_row,
+                codes.len(),
+                "version {version}: every code is stored"
+            );
+        }
+    }
+
+    #[test]
+    fn today_writes_the_current_version_and_keeps_u32_latents_above_2_16() {
         let codes: Vec<SparseCode> = (0..150u32)
             .map(|d| SparseCode {
                 ids: vec![d % 7, 7 + d % 11, 250 + d],
@@ -623,40 +691,18 @@ mod tests {
             .collect();
         let ids: Vec<String> = (0..150).map(|d| format!("doc{d}")).collect();
         let dir = tempfile::tempdir().unwrap();
-        let bytes: Vec<Vec<u8>> = (OLDEST_READ..=VERSION)
-            .map(|v| encode_as(v, &codes, &ids, 400))
-            .collect();
-        assert!(
-            bytes[1].len() < bytes[0].len(),
-            "u16 latents from version 2"
-        );
-        for (v, b) in (OLDEST_READ..).zip(&bytes) {
-            let seg = open_bytes(dir.path(), &format!("v{v}.ksx"), b);
-            assert_eq!(seg.blocks_view().is_some(), v >= 3);
-            // Version 3 stores its own order; the id map follows it.
-            for i in 0..seg.docs {
-                let row: usize = seg.id(i)[3..].parse().unwrap();
-                let c = &codes[row];
-                let want: Vec<(u32, f32)> = c
-                    .ids
-                    .iter()
-                    .copied()
-                    .zip(c.values.iter().copied())
-                    .collect();
-                assert_eq!(seg.forward(i).collect::<Vec<_>>(), want, "version {v}");
-                if v < 3 {
-                    assert_eq!(row, i);
-                }
-            }
-        }
-        // A width above 2^16 keeps u32 latents (and the same order).
         let narrow = open_bytes(dir.path(), "b.ksx", &encode(&codes, &ids, 400));
         let wide = open_bytes(dir.path(), "c.ksx", &encode(&codes, &ids, 70_000));
-        for i in [0, 3, 149] {
-            assert_eq!(
-                wide.forward(i).collect::<Vec<_>>(),
-                narrow.forward(i).collect::<Vec<_>>()
-            );
+        for seg in [&narrow, &wide] {
+            assert_eq!(u32_at(&seg.map[..], 8), VERSION);
+            assert_eq!((seg.docs, seg.doc_block), (150, DOC_BLOCK));
+            for i in 0..seg.docs {
+                let row: usize = seg.id(i)[3..].parse().unwrap();
+                assert_eq!(seg.forward(i).collect::<Vec<_>>(), pairs(&codes[row]));
+            }
         }
+        assert_eq!((narrow.forward_id_bytes, wide.forward_id_bytes), (2, 4));
+        // The same codes give the same storage order at any width.
+        assert!((0..150).all(|i| narrow.id(i) == wide.id(i)));
     }
 }

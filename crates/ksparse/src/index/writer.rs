@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 
 use super::segment::{self, Segment};
 use super::{segment_file, write_meta, Index, Meta, SegmentEntry};
-use crate::encoder::SparseCode;
+use crate::base::SparseCode;
 use crate::io::{write_new, Wait, WriterLock};
 
 /// The one writer of an index folder: changes go through it while it holds the lock.

@@ -6,8 +6,8 @@ use hnsw_rs::prelude::Hnsw;
 use ndarray::Array2;
 use rayon::prelude::*;
 
-use super::dense::dot;
 use super::Hit;
+use crate::base::dot;
 
 /// 1 − inner product, clamped at 0 (the crate's own `DistDot` panics when rounding
 /// makes a unit vector's self-product exceed 1).
@@ -45,6 +45,25 @@ impl HnswIndex {
         Self { graph }
     }
 
+    /// Bytes of the structure: every stored vector (d × f32) and every neighbour link at
+    /// every layer as a 4-byte point number, counted from the graph. This is what a compact
+    /// layout (hnswlib's, faiss's) holds; `hnsw_rs` keeps more per link (a reference-counted
+    /// pointer and the neighbour's distance) and per point (a list header for each possible
+    /// layer), so the process holds more than this while the graph lives.
+    pub fn bytes(&self) -> usize {
+        if self.graph.get_nb_point() == 0 {
+            return 0;
+        }
+        self.graph
+            .get_point_indexation()
+            .into_iter()
+            .map(|p| {
+                let links: usize = p.get_neighborhood_id().iter().map(Vec::len).sum();
+                (p.get_v().len() + links) * 4
+            })
+            .sum()
+    }
+
     /// The (approximate) top `top` by inner product, exploring `ef` candidates.
     pub fn search(&self, query: &[f32], top: usize, ef: usize) -> Vec<Hit> {
         self.graph
@@ -64,15 +83,38 @@ mod tests {
     use crate::search::dense::FlatIndex;
     use rand::{Rng, SeedableRng};
 
-    #[test]
-    fn finds_most_exact_neighbours_on_random_unit_vectors() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        let (n, d) = (2000, 32);
+    /// `n` random unit vectors of dimension `d`.
+    fn unit_vectors(n: usize, d: usize, seed: u64) -> Array2<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut x = Array2::<f32>::from_shape_fn((n, d), |_| rng.random_range(-1.0..1.0));
         x.rows_mut().into_iter().for_each(|mut r| {
             let norm = r.dot(&r).sqrt();
             r.mapv_inplace(|v| v / norm);
         });
+        x
+    }
+
+    #[test]
+    fn bytes_count_the_vectors_and_every_link() {
+        let (d, m) = (32, 16);
+        let mut last = 0;
+        for n in [200, 400, 800] {
+            let hnsw = HnswIndex::build(&unit_vectors(n, d, 7), m, 100);
+            let vectors = n * d * 4;
+            let links = hnsw.bytes() - vectors;
+            // Every point is linked, with at most 2m links on the bottom layer and m on
+            // each layer above (a point rises to layer l with probability m^-l).
+            assert_eq!(links % 4, 0);
+            assert!(links >= n * 4, "n {n}: {links} bytes of links");
+            assert!(links <= n * 4 * 3 * m, "n {n}: {links} bytes of links");
+            assert!(hnsw.bytes() > last, "n {n}: grows with the points");
+            last = hnsw.bytes();
+        }
+    }
+
+    #[test]
+    fn finds_most_exact_neighbours_on_random_unit_vectors() {
+        let x = unit_vectors(2000, 32, 5);
         let hnsw = HnswIndex::build(&x, 16, 200);
         let flat = FlatIndex::new(x.clone());
         let mut found = 0;

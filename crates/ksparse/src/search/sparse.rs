@@ -5,8 +5,8 @@
 //! the query terms' posting-list lengths, plus O(N) for the selection. This is the exact
 //! reference for the on-disk index of the next stage.
 
-use super::{top_k, Hit};
-use crate::encoder::SparseCode;
+use crate::base::SparseCode;
+use crate::base::{top_k, Hit};
 
 /// Posting lists of document codes: for each latent, (document row, value) in row order.
 pub struct SparseIndex {

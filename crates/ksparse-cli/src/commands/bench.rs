@@ -1,0 +1,364 @@
+//! `ksparse bench …`: the benchmark drivers of `src/bench/`, with their flags.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use ksparse::data::{read_texts, Dataset, Texts};
+use ksparse::encoder::scoring::ModeSpec;
+use ksparse::encoder::train::{TrainConfig, SUPERVISED_NCE_WEIGHT};
+use ksparse::encoder::{Hidden, SparseEncoder};
+use ksparse::io::read_npy;
+use ksparse::pipeline::{embed_through_cache, Progress as _, Stage};
+
+use crate::args::{non_negative_f32, positive_usize, width, ModelArgs};
+use crate::bench::{self, quality::LossPreset};
+use crate::output::{write_report, Progress};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Encoder training samples/s vs the same step in PyTorch (CPU), on random unit vectors.
+    ///
+    /// Writes report.json and report.md to --output. The baseline runs where --python can
+    /// import torch; otherwise the report says it was skipped.
+    Train(TrainArgs),
+    /// Passages/s of ksparse's embedder vs sentence-transformers on a fixed SciFact sample.
+    ///
+    /// Writes report.json and report.md to --output. The baseline runs where --python can
+    /// import sentence_transformers; otherwise the report says it was skipped.
+    Embed(EmbedArgs),
+    /// Sparse index vs dense flat search vs HNSW: latency, QPS, bytes, build time, recall.
+    ///
+    /// Collections of each --n are the real --embeddings followed by vectors generated near
+    /// them (a real vector plus noise, renormalised; seeded). Sparse rows encode them at
+    /// each --k with --encoder (or with an encoder trained on --embeddings at that k).
+    /// Writes report.md and report.json (one row per engine, n and k) to --output.
+    /// Where --python imports them, the same run adds faiss flat, hnswlib, SEISMIC
+    /// (pyseismic-lsr) and a SciPy sparse product on the same vectors and codes; a missing
+    /// package is reported as skipped.
+    ///
+    /// Example: ksparse bench search --embeddings corpus.npy --queries queries.npy --n 10000,100000 --k 32
+    Search(SearchArgs),
+    /// The encoder quality table: NDCG@10 for k × loss × width × scoring mode per dataset.
+    ///
+    /// For each --dataset: embeds the corpus and queries (cached under --cache), evaluates
+    /// dense exact search as the reference row, then trains one encoder on the corpus per
+    /// width × loss × k and evaluates every --mode. Datasets with qrels/train.tsv also get
+    /// supervised rows (InfoNCE on the training pairs; --nce 0 turns them off). Writes
+    /// report.md and report.json to --output.
+    ///
+    /// Example: ksparse bench quality --model all-MiniLM-L6-v2 --dataset data/scifact --k 16,32,64
+    Quality(QualityArgs),
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Input dimension.
+    #[arg(long, value_parser = positive_usize, default_value_t = 768)]
+    dim: usize,
+    /// Latents.
+    #[arg(long, value_parser = positive_usize, default_value_t = 3072)]
+    hidden: usize,
+    /// Active latents.
+    #[arg(long, value_parser = positive_usize, default_value_t = 32)]
+    k: usize,
+    /// Vectors per step.
+    #[arg(long, value_parser = positive_usize, default_value_t = 1024)]
+    batch: usize,
+    /// Timed steps per round and side.
+    #[arg(long, value_parser = positive_usize, default_value_t = 10)]
+    steps: usize,
+    /// Rounds: ksparse's steps then PyTorch's, alternating; the ratio is the median.
+    #[arg(long, value_parser = positive_usize, default_value_t = 3)]
+    rounds: usize,
+    /// Python interpreter with torch for the baseline.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Report folder.
+    #[arg(long, default_value = "bench-results/train")]
+    output: PathBuf,
+    /// Print report.json to stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Texts to sample from (the first --n entries, in file order).
+    #[arg(long, default_value = "data/scifact/corpus.jsonl.gz")]
+    input: PathBuf,
+    /// Number of texts.
+    #[arg(long, value_parser = positive_usize, default_value_t = 512)]
+    n: usize,
+    /// Python interpreter for the sentence-transformers baseline.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Report folder.
+    #[arg(long, default_value = "bench-results/embed")]
+    output: PathBuf,
+    /// Print report.json to stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Real dense vectors (.npy, unit-norm).
+    #[arg(long)]
+    embeddings: PathBuf,
+    /// Query vectors (.npy; default: generated near --embeddings).
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// Trained encoder folder (default: train one per k on --embeddings).
+    #[arg(long)]
+    encoder: Option<PathBuf>,
+    /// Collection sizes, comma-separated.
+    #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "10000,100000")]
+    n: Vec<usize>,
+    /// Code lengths, comma-separated.
+    #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "16,32,64,128")]
+    k: Vec<usize>,
+    /// Scoring modes of the sparse queries, comma-separated (symmetric, symmetric:M,
+    /// reconstruction, projected:M; M may be a multiple of k such as 4k). Each is timed
+    /// with pruning (sparse-exact) and term-at-a-time (sparse-exact-taat).
+    #[arg(long, value_delimiter = ',', default_value = "symmetric")]
+    modes: Vec<ModeSpec>,
+    /// Queries timed per engine.
+    #[arg(long, value_parser = positive_usize, default_value_t = 200)]
+    query_count: usize,
+    /// HNSW links per node.
+    #[arg(long, value_parser = positive_usize, default_value_t = 16)]
+    hnsw_m: usize,
+    /// HNSW candidates per insertion.
+    #[arg(long, value_parser = positive_usize, default_value_t = 200)]
+    hnsw_ef_construction: usize,
+    /// HNSW candidates per search.
+    #[arg(long, value_parser = positive_usize, default_value_t = 64)]
+    hnsw_ef: usize,
+    /// Relative noise of generated vectors.
+    #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = 0.2)]
+    noise: f32,
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Python interpreter for the other tools' baselines (--python "" skips them).
+    #[arg(long, default_value = "python3", value_parser = clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from))]
+    python: PathBuf,
+    /// Report folder.
+    #[arg(long, default_value = "bench-results/search")]
+    output: PathBuf,
+    /// Print report.json to stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct QualityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// BEIR-layout dataset folders (repeat the flag for several).
+    #[arg(long, required = true)]
+    dataset: Vec<PathBuf>,
+    /// Qrels split to evaluate.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Code lengths, comma-separated.
+    #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "16,32,64,128,256")]
+    k: Vec<usize>,
+    /// Widths, comma-separated (numbers of latents or multiples of d such as 4d).
+    #[arg(long, value_parser = width, value_delimiter = ',', default_value = "4d,8d")]
+    hidden: Vec<Hidden>,
+    /// Loss combinations, comma-separated: mse, mse+dist, csr, csr+dist.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "mse,mse+dist,csr,csr+dist"
+    )]
+    losses: Vec<LossPreset>,
+    /// Scoring modes, comma-separated; m may be a multiple of k (symmetric:4k).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "symmetric,symmetric:4k,reconstruction,projected:64"
+    )]
+    modes: Vec<ModeSpec>,
+    /// InfoNCE weight of the supervised rows (0: no supervised rows).
+    #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = SUPERVISED_NCE_WEIGHT)]
+    nce: f32,
+    /// Training epochs per encoder.
+    #[arg(long, value_parser = positive_usize, default_value_t = TrainConfig::default().epochs)]
+    epochs: usize,
+    /// Seed of every training run.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Embedding cache folder.
+    #[arg(long, default_value = ".ksparse-cache/embeddings")]
+    cache: PathBuf,
+    /// Report folder.
+    #[arg(long, default_value = "bench-results/quality")]
+    output: PathBuf,
+    /// Print report.json to stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs a benchmark on `threads` worker threads.
+pub fn run(c: BenchCommand, threads: usize) -> Result<()> {
+    match c {
+        BenchCommand::Train(a) => train(a, threads),
+        BenchCommand::Embed(a) => embed(a, threads),
+        BenchCommand::Search(a) => search(a),
+        BenchCommand::Quality(a) => quality(a),
+    }
+}
+
+fn train(a: TrainArgs, threads: usize) -> Result<()> {
+    let scratch = tempfile::tempdir()?;
+    let opts = bench::train::Options {
+        dim: a.dim,
+        hidden: a.hidden,
+        k: a.k,
+        batch: a.batch,
+        steps: a.steps,
+        rounds: a.rounds,
+        threads,
+        python: Some(a.python),
+    };
+    let report = bench::train::run(&opts, scratch.path())?;
+    write_report(&a.output, &report, &report.markdown(), a.json)
+}
+
+fn embed(a: EmbedArgs, threads: usize) -> Result<()> {
+    let mut texts = read_texts(&a.input)?.texts;
+    texts.truncate(a.n);
+    let scratch = tempfile::tempdir()?;
+    let embedder = a.model.load()?;
+    let opts = bench::embed::Options {
+        texts,
+        batch_size: a.model.batch_size,
+        threads,
+        python: Some(a.python),
+    };
+    let report = bench::embed::run(&embedder, &opts, scratch.path())?;
+    write_report(&a.output, &report, &report.markdown(), a.json)
+}
+
+fn search(a: SearchArgs) -> Result<()> {
+    let real = read_npy(&a.embeddings)?;
+    let opts = bench::search::Options {
+        ns: a.n,
+        ks: a.k,
+        modes: a.modes,
+        queries: a.query_count,
+        hnsw_m: a.hnsw_m,
+        hnsw_ef_construction: a.hnsw_ef_construction,
+        hnsw_ef: a.hnsw_ef,
+        seed: a.seed,
+        noise: a.noise,
+        python: (!a.python.as_os_str().is_empty()).then_some(a.python),
+    };
+    let queries = match &a.queries {
+        Some(p) => read_npy(p)?,
+        // Distinct from the collection's own rows: other seed, more noise.
+        None => bench::search::generate(&real, a.query_count, 0.5, a.seed + 1),
+    };
+    let progress = Progress::new();
+    let loaded = match &a.encoder {
+        Some(dir) => Some(SparseEncoder::load(dir)?.0),
+        None => None,
+    };
+    let data = real
+        .as_standard_layout()
+        .iter()
+        .copied()
+        .collect::<Vec<f32>>();
+    let encoder_for = |k: usize| -> Result<SparseEncoder> {
+        if let Some(e) = &loaded {
+            return Ok(e.clone());
+        }
+        let cfg = TrainConfig {
+            hidden: Hidden::TimesDim(4).resolve(real.ncols()),
+            k,
+            ..TrainConfig::default()
+        };
+        tracing::info!(
+            k,
+            hidden = cfg.hidden,
+            "training an encoder on --embeddings"
+        );
+        let trained = progress.stage(Stage::train(&cfg, false), 0, |report| {
+            ksparse::encoder::train::train(&data, real.ncols(), None, &cfg, report, |_| {})
+        });
+        Ok(trained?.0)
+    };
+    let scratch = tempfile::tempdir()?;
+    let report = bench::search::run(
+        &real,
+        &queries,
+        encoder_for,
+        &opts,
+        scratch.path(),
+        |r| tracing::info!(engine = %r.engine, n = r.n, k = ?r.k, p50_ms = r.p50_ms, qps = r.qps, bytes = r.bytes, recall10 = r.recall_at_10, "row"),
+    )?;
+    write_report(&a.output, &report, &report.markdown(), a.json)
+}
+
+fn quality(a: QualityArgs) -> Result<()> {
+    let embedder = a.model.load()?;
+    let opts = bench::quality::Options {
+        datasets: a.dataset,
+        split: a.split,
+        ks: a.k,
+        hidden: a.hidden,
+        losses: a.losses,
+        modes: a.modes,
+        nce: a.nce,
+        train: TrainConfig {
+            epochs: a.epochs,
+            seed: a.seed,
+            ..TrainConfig::default()
+        },
+    };
+    let progress = Progress::new();
+    let embed = |texts: &Texts, what: &'static str| {
+        embed_through_cache(
+            &embedder,
+            texts,
+            &a.cache,
+            a.model.batch_size,
+            what,
+            &progress,
+        )
+    };
+    let report = bench::quality::run(
+        &a.model.model,
+        &opts,
+        |dir, ds| {
+            let train_queries = match Dataset::load(dir, "train") {
+                Ok(tr) if dir.join("qrels/train.tsv").is_file() => Some((
+                    tr.queries.ids.clone(),
+                    embed(&tr.queries, "training queries")?,
+                )),
+                _ => None,
+            };
+            Ok(bench::quality::Vectors {
+                corpus: embed(&ds.corpus, "corpus")?,
+                queries: embed(&ds.queries, "queries")?,
+                train_queries,
+            })
+        },
+        |r| {
+            tracing::info!(
+                dataset = %r.dataset, hidden = r.hidden, k = r.k, loss = %r.loss,
+                supervised = r.supervised, mode = %r.mode,
+                ndcg10 = %format!("{:.4}", r.metrics.ndcg_at_10),
+                train_s = %format!("{:.1}", r.train_s), "row"
+            )
+        },
+        &progress,
+    )?;
+    write_report(&a.output, &report, &report.markdown(), a.json)
+}

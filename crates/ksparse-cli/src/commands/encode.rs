@@ -1,0 +1,37 @@
+//! `ksparse encode`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::args::positive_usize;
+
+#[derive(Args)]
+pub struct EncodeArgs {
+    /// Encoder folder written by `ksparse train`.
+    #[arg(long)]
+    encoder: PathBuf,
+    /// Dense vectors (.npy, float32, N × d).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output codes file (.kspc or .npz).
+    #[arg(long)]
+    output: PathBuf,
+    /// Non-zeros per code (default: the k the encoder was trained with).
+    #[arg(long, value_parser = positive_usize)]
+    k: Option<usize>,
+}
+
+pub fn run(a: EncodeArgs) -> Result<()> {
+    let done = ksparse::pipeline::encode_file(&a.encoder, &a.input, &a.output, a.k)?;
+    tracing::info!(
+        rows = done.rows,
+        k = done.k,
+        mean_nnz = done.mean_nnz,
+        vectors_per_s = done.vectors_per_s,
+        "wrote {}",
+        a.output.display()
+    );
+    Ok(())
+}

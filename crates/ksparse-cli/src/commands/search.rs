@@ -1,0 +1,188 @@
+//! `ksparse build` and `ksparse search`: a corpus file → a search folder → ranked hits.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use ksparse::data::text_lines;
+use ksparse::encoder::scoring::ScoringMode;
+use ksparse::encoder::train::TrainConfig;
+use ksparse::pipeline::{self, ModelError};
+
+use crate::args::{
+    cause, check_rescore, output_hint, positive_usize, EncoderShapeArgs, LockArgs, ModelArgs,
+};
+use crate::output::{print_json, print_line, Progress, Stdout};
+
+#[derive(Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// corpus.jsonl(.gz) (BEIR) or a text file with one passage per line.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// The search folder to write.
+    #[arg(long)]
+    output: PathBuf,
+    /// Use this trained encoder instead of training one on the corpus.
+    #[arg(long)]
+    encoder: Option<PathBuf>,
+    #[command(flatten)]
+    shape: EncoderShapeArgs,
+    /// Seed of the encoder's training.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Cache of embeddings and encoders.
+    #[arg(long, default_value = ".ksparse-cache")]
+    cache: PathBuf,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Search folder written by `ksparse build`.
+    index: PathBuf,
+    /// Query texts.
+    query: Vec<String>,
+    /// Read queries, one per line, from this file (- for stdin).
+    #[arg(long)]
+    queries: Option<PathBuf>,
+    /// Hits per query.
+    #[arg(long, value_parser = positive_usize, default_value_t = 10)]
+    top: usize,
+    /// Scoring mode: symmetric, symmetric:M, reconstruction or projected:M.
+    #[arg(long, default_value = "symmetric")]
+    mode: ScoringMode,
+    /// Re-rank the top R by the exact f32 codes (0 = off).
+    #[arg(long, default_value_t = 0)]
+    rescore: usize,
+    /// The model, when it has moved since the build (must be the same model).
+    #[arg(long)]
+    model: Option<String>,
+    /// One JSON object per query.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn build(a: BuildArgs) -> Result<()> {
+    let embedder = a.model.load()?;
+    let opts = pipeline::BuildOptions {
+        corpus: &a.corpus,
+        output: &a.output,
+        encoder: a.encoder.as_deref(),
+        train: TrainConfig {
+            hidden: a.shape.hidden.resolve(embedder.dim()),
+            k: a.shape.k,
+            epochs: a.shape.epochs,
+            seed: a.seed,
+            ..TrainConfig::default()
+        },
+        k: a.encoder.is_some().then_some(a.shape.k),
+        cache: &a.cache,
+        batch_size: a.model.batch_size,
+        wait: a.lock.wait(),
+    };
+    let manifest = pipeline::build(&embedder, &opts, &Progress::new()).map_err(|e| {
+        let e = output_hint(a.lock.hint(e), &a.output, "--output");
+        match cause::<ModelError>(&e) {
+            Some(ModelError::EncoderDim { .. }) => {
+                e.context("--encoder does not fit --model: leave out --encoder to train one")
+            }
+            _ => e,
+        }
+    })?;
+    if a.json {
+        print_json(&manifest)
+    } else {
+        print_line(&format!(
+            "{}: {} documents, k = {} of {} latents, model {}",
+            a.output.display(),
+            manifest.documents,
+            manifest.k,
+            manifest.hidden,
+            manifest.model
+        ))
+    }
+}
+
+pub fn search(a: SearchArgs) -> Result<()> {
+    check_rescore(a.rescore, a.top)?;
+    let queries = read_queries(&a)?;
+    let searcher = pipeline::Searcher::open(&a.index, a.model.as_deref()).map_err(|e| {
+        let hint = match cause::<ModelError>(&e) {
+            Some(ModelError::Unavailable { .. }) => {
+                "give the path of the folder's model with --model".to_string()
+            }
+            Some(ModelError::Different { given, .. }) => format!(
+                "search with the folder's model (--model PATH), or rebuild the folder with `ksparse build --model {}`",
+                given.display()
+            ),
+            _ => return e,
+        };
+        e.context(hint)
+    })?;
+    let results = searcher.search(&queries, a.top, a.mode, a.rescore)?;
+    let mut out = Stdout::new();
+    for (q, hits) in queries.iter().zip(&results) {
+        let mut text = String::new();
+        if a.json {
+            text = serde_json::json!({ "query": q, "hits": hits }).to_string();
+        } else {
+            text += &format!("query: {q}\n");
+            for (rank, h) in hits.iter().enumerate() {
+                let title = if h.title.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} — ", h.title)
+                };
+                text += &format!(
+                    "{:>3}. {}  {:.4}  {title}{}\n",
+                    rank + 1,
+                    h.id,
+                    h.score,
+                    h.snippet
+                );
+            }
+        }
+        if !out.line(&text)? {
+            break;
+        }
+    }
+    out.finish()
+}
+
+/// The query texts: the arguments, then the non-empty lines of --queries (- for stdin).
+fn read_queries(a: &SearchArgs) -> Result<Vec<String>> {
+    let mut queries = a.query.clone();
+    match &a.queries {
+        Some(path) if path.as_os_str() == "-" => {
+            for (i, line) in std::io::stdin().lock().lines().enumerate() {
+                let line = line.with_context(|| {
+                    format!("cannot read queries from standard input (line {})", i + 1)
+                })?;
+                if !line.trim().is_empty() {
+                    queries.push(line.trim().to_string());
+                }
+            }
+        }
+        Some(path) => {
+            for line in text_lines(path)? {
+                let (_, line) = line?;
+                if !line.trim().is_empty() {
+                    queries.push(line.trim().to_string());
+                }
+            }
+        }
+        None => {}
+    }
+    if queries.is_empty() {
+        anyhow::bail!("no query: give query text as arguments or --queries FILE (- for stdin)");
+    }
+    Ok(queries)
+}

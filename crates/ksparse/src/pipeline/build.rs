@@ -1,0 +1,286 @@
+//! [`build`]: a corpus file → a search folder, resumable through the cache.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{embed_through_cache, train_encoder, ModelError, Progress};
+use crate::data::read_texts;
+use crate::embed::cache::cache_key;
+use crate::embed::Embedder;
+use crate::encoder::train::{recorded_seconds, Pairs, TrainConfig, TrainData};
+use crate::encoder::{check_k, EncoderConfig, SparseEncoder, CONFIG_FILE, WEIGHTS_FILE};
+use crate::index;
+use crate::io::dir::check_output;
+use crate::io::{write_atomic, write_dir_atomic, write_json_checked, FolderKind, Wait, WriterLock};
+
+/// The manifest's file name inside a search folder.
+pub const MANIFEST_FILE: &str = "ksparse.json";
+/// Manifest format this build writes and reads.
+pub(super) const FORMAT: u32 = 1;
+/// The documents' ids, titles and texts inside a search folder, one JSON object a line.
+pub(super) const DOCS_FILE: &str = "docs.jsonl";
+
+/// What a search folder was built from (`ksparse.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub format: u32,
+    /// ksparse version that built the folder.
+    pub version: String,
+    /// The model folder used for the documents, absolute (queries must use the same model).
+    pub model: String,
+    /// SHA-256 of the model's files (see [`model_fingerprint`]).
+    pub model_sha256: String,
+    /// Tokens per input the documents were embedded with.
+    pub max_seq_length: usize,
+    /// SHA-256 of `encoder/` (config and weights).
+    pub encoder_sha256: String,
+    /// Embedding dimension d.
+    pub dim: usize,
+    /// Latents h.
+    pub hidden: usize,
+    /// Active latents per document code.
+    pub k: usize,
+    /// Documents indexed.
+    pub documents: usize,
+    /// The corpus file, as given.
+    pub corpus: String,
+    /// SHA-256 of `docs.jsonl` (absent in folders built before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docs_sha256: Option<String>,
+}
+
+/// Search folders, as [`write_dir_atomic`] knows them.
+pub const FOLDER: FolderKind = FolderKind {
+    name: "search folder",
+    legacy: |dir| dir.join(MANIFEST_FILE).is_file(),
+};
+
+/// Settings of [`build`].
+pub struct BuildOptions<'a> {
+    /// corpus.jsonl(.gz) or a text file with one passage per line.
+    pub corpus: &'a Path,
+    /// The search folder to write (replaced atomically when it exists).
+    pub output: &'a Path,
+    /// A trained encoder to use instead of training one on the corpus.
+    pub encoder: Option<&'a Path>,
+    /// Training settings when no encoder is given.
+    pub train: TrainConfig,
+    /// Code length of the documents (default: the encoder's k).
+    pub k: Option<usize>,
+    /// Cache folder for embeddings and encoders.
+    pub cache: &'a Path,
+    /// Texts per embedding batch.
+    pub batch_size: usize,
+    /// Whether to wait for another writer of an existing output folder.
+    pub wait: Wait,
+}
+
+/// SHA-256 over a model folder's configuration, tokenizer and weights (each file's name,
+/// length and bytes). Two folders with equal fingerprints embed identically.
+pub fn model_fingerprint(dir: &Path) -> Result<String> {
+    fingerprint(
+        dir,
+        &[
+            "config.json",
+            "tokenizer.json",
+            "modules.json",
+            "sentence_bert_config.json",
+            "1_Pooling/config.json",
+            "model.safetensors",
+            "pytorch_model.bin",
+        ],
+    )
+}
+
+/// SHA-256 of an encoder folder's config and weights.
+pub(super) fn encoder_fingerprint(dir: &Path) -> Result<String> {
+    fingerprint(dir, &[CONFIG_FILE, WEIGHTS_FILE])
+}
+
+fn fingerprint(dir: &Path, names: &[&str]) -> Result<String> {
+    let mut h = Sha256::new();
+    for name in names {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        h.update(name.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// Builds a search folder from a corpus file: embeds it (cached), trains an encoder on the
+/// embeddings (cached) or loads `opts.encoder`, encodes every document, and writes the
+/// folder atomically.
+pub fn build(
+    embedder: &Embedder,
+    opts: &BuildOptions,
+    progress: &impl Progress,
+) -> Result<Manifest> {
+    check_output(opts.output, &FOLDER)?;
+    // An existing folder is replaced whole: hold its writer lock, and its index's, so no
+    // change to the old folder is lost in the swap.
+    let _locks = if opts.output.is_dir() {
+        let index_dir = opts.output.join("index");
+        let index_lock = index_dir
+            .is_dir()
+            .then(|| WriterLock::acquire(&index_dir, opts.wait))
+            .transpose()?;
+        Some((WriterLock::acquire(opts.output, opts.wait)?, index_lock))
+    } else {
+        None
+    };
+    let texts = read_texts(opts.corpus)?;
+    if texts.is_empty() {
+        bail!("{} holds no documents", opts.corpus.display());
+    }
+    let n = texts.len();
+    let vectors = embed_through_cache(
+        embedder,
+        &texts,
+        &opts.cache.join("embeddings"),
+        opts.batch_size,
+        "corpus",
+        progress,
+    )?;
+    let (encoder, config) = match opts.encoder {
+        Some(dir) => {
+            let (enc, config) = SparseEncoder::load(dir)?;
+            if enc.dim != vectors.ncols() {
+                return Err(ModelError::EncoderDim {
+                    encoder: dir.to_path_buf(),
+                    encoder_dim: enc.dim,
+                    model: embedder.model_dir().path.clone(),
+                    model_dim: vectors.ncols(),
+                }
+                .into());
+            }
+            (enc, config)
+        }
+        None => {
+            let (enc, config, _) = train_cached(
+                opts.cache,
+                &cache_key(embedder, &texts)?,
+                &vectors,
+                None,
+                &opts.train,
+                (&opts.corpus.display().to_string(), n),
+                progress,
+            )?;
+            (enc, config)
+        }
+    };
+    let k = opts.k.unwrap_or(config.k);
+    check_k(k, encoder.hidden)?;
+    let data = vectors.as_standard_layout();
+    let codes = encoder.encode(data.as_slice().expect("standard layout"), n, k);
+    let mut manifest = Manifest {
+        format: FORMAT,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        // Absolute, so that a search from another folder finds the model.
+        model: std::fs::canonicalize(&embedder.model_dir().path)
+            .unwrap_or_else(|_| embedder.model_dir().path.clone())
+            .display()
+            .to_string(),
+        model_sha256: model_fingerprint(&embedder.model_dir().path)?,
+        max_seq_length: embedder.max_seq_length(),
+        encoder_sha256: String::new(),
+        dim: encoder.dim,
+        hidden: encoder.hidden,
+        k,
+        documents: n,
+        corpus: opts.corpus.display().to_string(),
+        docs_sha256: None,
+    };
+    write_dir_atomic(opts.output, &FOLDER, |dir| {
+        index::build(&dir.join("index"), &codes, &texts.ids, encoder.hidden)?;
+        let enc_dir = dir.join("encoder");
+        encoder.save(&enc_dir, &config)?;
+        manifest.encoder_sha256 = encoder_fingerprint(&enc_dir)?;
+        let mut docs = Vec::new();
+        for ((id, title), text) in texts.ids.iter().zip(&texts.titles).zip(&texts.texts) {
+            // The embedded text is title + " " + text; keep the text alone.
+            let text = text
+                .strip_prefix(title.as_str())
+                .unwrap_or(text)
+                .trim_start();
+            serde_json::to_writer(
+                &mut docs,
+                &serde_json::json!({ "_id": id, "title": title, "text": text }),
+            )?;
+            docs.push(b'\n');
+        }
+        manifest.docs_sha256 = Some(format!("{:x}", Sha256::digest(&docs)));
+        write_atomic(&dir.join(DOCS_FILE), |w| Ok(w.write_all(&docs)?))?;
+        write_json_checked(&dir.join(MANIFEST_FILE), &manifest)
+    })?;
+    Ok(manifest)
+}
+
+/// The encoder for `vectors` (and training `pairs`, if any; `data_key` identifies both,
+/// e.g. their embedding cache keys) under `cfg`, with its training seconds: from
+/// `cache/encoders/` when an identical run (same data, settings and ksparse version)
+/// finished before, otherwise trained there into an encoder folder. `source` names the
+/// data in the encoder's config.
+pub fn train_cached(
+    cache: &Path,
+    data_key: &str,
+    vectors: &Array2<f32>,
+    pairs: Option<&Pairs>,
+    cfg: &TrainConfig,
+    source: (&str, usize),
+    progress: &impl Progress,
+) -> Result<(SparseEncoder, EncoderConfig, f64)> {
+    let mut h = Sha256::new();
+    h.update(data_key.as_bytes());
+    h.update(serde_json::to_vec(cfg)?);
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    let dir: PathBuf = cache.join("encoders").join(format!("{:x}", h.finalize()));
+    if dir.join(CONFIG_FILE).exists() {
+        match (SparseEncoder::load(&dir), recorded_seconds(&dir)) {
+            (Ok((enc, config)), Some(seconds)) => {
+                tracing::info!(path = %dir.display(), "encoder from cache");
+                return Ok((enc, config, seconds));
+            }
+            (Err(e), _) => tracing::warn!("unusable cached encoder, training again: {e:#}"),
+            (Ok(_), None) => {
+                tracing::warn!("cached encoder without its training time, training again")
+            }
+        }
+    }
+    let data = TrainData {
+        vectors: vectors.view(),
+        pairs,
+        sources: HashMap::from([(source.0.to_string(), source.1)]),
+    };
+    let trained = train_encoder(&dir, &data, cfg, progress, |e| {
+        tracing::debug!(epoch = e.epoch, val_fvu = e.validation_fvu, "epoch")
+    })?;
+    Ok((trained.encoder, trained.config, trained.seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_change_with_any_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), b"abc").unwrap();
+        let a = model_fingerprint(dir.path()).unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), b"abd").unwrap();
+        assert_ne!(model_fingerprint(dir.path()).unwrap(), a);
+    }
+}

@@ -1,0 +1,88 @@
+//! One stage on files: texts → vectors ([`embed_file`]) and vectors → codes
+//! ([`encode_file`]).
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use super::{embed_texts, Progress};
+use crate::base::stopwatch::timed;
+use crate::data::read_texts;
+use crate::embed::Embedder;
+use crate::encoder::codes::{first_non_finite, write_codes};
+use crate::encoder::{check_k, SparseEncoder};
+use crate::io::{ids_path, read_ids, read_npy, write_ids, write_npy};
+
+/// Embeds the texts of `input` (a BEIR corpus or queries `.jsonl`, or a text file with one
+/// passage per line) and writes their vectors to `output` (`.npy`) with the ids beside it
+/// (`.ids.txt`). Returns the rows and the dimension written.
+pub fn embed_file(
+    embedder: &Embedder,
+    input: &Path,
+    output: &Path,
+    batch_size: usize,
+    progress: &impl Progress,
+) -> Result<(usize, usize)> {
+    let texts = read_texts(input)?;
+    let m = embed_texts(embedder, &texts, batch_size, "texts", progress)?;
+    write_npy(output, &m)?;
+    write_ids(&ids_path(output), &texts.ids)?;
+    Ok(m.dim())
+}
+
+/// What [`encode_file`] wrote.
+#[derive(Debug)]
+pub struct Encoded {
+    /// Codes written.
+    pub rows: usize,
+    /// Active latents per code, at most.
+    pub k: usize,
+    /// Mean non-zeros per code.
+    pub mean_nnz: f64,
+    /// Encoding speed, vectors per second.
+    pub vectors_per_s: f64,
+}
+
+/// Encodes the vectors of `input` (`.npy` with its ids beside it) with the encoder folder
+/// `encoder` at `k` active latents (default: the encoder's k) and writes the codes to
+/// `output` (SciPy CSR for `.npz`, ksparse's checksummed codes otherwise) with the ids
+/// beside it. Nothing is written when a vector encodes to an infinite or NaN value.
+pub fn encode_file(
+    encoder: &Path,
+    input: &Path,
+    output: &Path,
+    k: Option<usize>,
+) -> Result<Encoded> {
+    let (enc, config) = SparseEncoder::load(encoder)?;
+    let x = read_npy(input)?;
+    if x.ncols() != enc.dim {
+        bail!(
+            "{} has {}-d vectors but the encoder expects {}-d",
+            input.display(),
+            x.ncols(),
+            enc.dim
+        );
+    }
+    let k = k.unwrap_or(config.k);
+    check_k(k, enc.hidden)?;
+    let ids = read_ids(input, x.nrows())?;
+    let data = x.as_standard_layout();
+    let (codes, secs) =
+        timed(|| enc.encode(data.as_slice().expect("standard layout"), x.nrows(), k));
+    if let Some(row) = first_non_finite(&codes) {
+        bail!(
+            "{}: row {row} (id {:?}) encodes to an infinite or NaN value: the vector is too large for the encoder (overflow); nothing was written",
+            input.display(),
+            ids[row]
+        );
+    }
+    write_codes(output, &codes, enc.hidden)?;
+    write_ids(&ids_path(output), &ids)?;
+    let nnz: usize = codes.iter().map(|c| c.len()).sum();
+    Ok(Encoded {
+        rows: codes.len(),
+        k,
+        mean_nnz: nnz as f64 / codes.len().max(1) as f64,
+        vectors_per_s: codes.len() as f64 / secs,
+    })
+}

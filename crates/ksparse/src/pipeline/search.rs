@@ -1,0 +1,224 @@
+//! [`Searcher`]: query text → ranked documents over a search folder.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::build::{encoder_fingerprint, model_fingerprint, DOCS_FILE, FORMAT};
+use super::{Manifest, ModelError, MANIFEST_FILE};
+use crate::embed::Embedder;
+use crate::encoder::check_k;
+use crate::encoder::scoring::ScoringMode;
+use crate::encoder::SparseEncoder;
+use crate::index::Index;
+use crate::io::{read_json_checked, IoError};
+
+/// One search result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Found {
+    /// The document's external id.
+    pub id: String,
+    /// Its score under the scoring mode.
+    pub score: f32,
+    /// Its title (empty for plain-text corpora).
+    pub title: String,
+    /// The start of its text.
+    pub snippet: String,
+}
+
+/// Characters of text shown per hit.
+const SNIPPET_CHARS: usize = 200;
+
+/// Query text → ranked documents over a search folder written by [`build`](super::build()).
+pub struct Searcher {
+    /// The folder's manifest.
+    pub manifest: Manifest,
+    embedder: Embedder,
+    encoder: SparseEncoder,
+    index: Index,
+    /// Title and text per document id.
+    docs: HashMap<String, (String, String)>,
+}
+
+impl Searcher {
+    /// Opens `dir`, loading its model (or `model`, which must be the same model) and
+    /// verifying that model and encoder are the ones the documents were encoded with.
+    pub fn open(dir: &Path, model: Option<&str>) -> Result<Self> {
+        let path = dir.join(MANIFEST_FILE);
+        let manifest: Manifest = match read_json_checked(&path, "search folder manifest") {
+            Ok(m) => m,
+            Err(IoError::Missing { .. }) => bail!(
+                "{} is not a ksparse search folder (no {MANIFEST_FILE})",
+                dir.display()
+            ),
+            Err(e) => return Err(e.into()),
+        };
+        if manifest.format != FORMAT {
+            bail!(
+                "{}: manifest format {}; this build reads format {FORMAT}",
+                path.display(),
+                manifest.format
+            );
+        }
+        let spec = model.unwrap_or(&manifest.model);
+        let mut embedder = Embedder::load(spec).map_err(|e| ModelError::Unavailable {
+            model: spec.to_string(),
+            folder: dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        let found = model_fingerprint(&embedder.model_dir().path)?;
+        if found != manifest.model_sha256 {
+            return Err(ModelError::Different {
+                folder: dir.to_path_buf(),
+                built: manifest.model,
+                built_sha256: manifest.model_sha256,
+                given: embedder.model_dir().path.clone(),
+                found_sha256: found,
+            }
+            .into());
+        }
+        embedder.set_max_seq_length(manifest.max_seq_length)?;
+        let enc_dir = dir.join("encoder");
+        if encoder_fingerprint(&enc_dir)? != manifest.encoder_sha256 {
+            bail!(
+                "{}: the encoder's files changed after the build (checksum mismatch); rebuild the folder",
+                enc_dir.display()
+            );
+        }
+        let (encoder, _) = SparseEncoder::load(&enc_dir)?;
+        let index = Index::open(&dir.join("index"))?;
+        check_parts(dir, &manifest, &encoder, &index, embedder.dim())?;
+        let docs_path = dir.join(DOCS_FILE);
+        let bytes =
+            std::fs::read(&docs_path).map_err(|e| IoError::at(&docs_path, "cannot read", e))?;
+        let sha = format!("{:x}", Sha256::digest(&bytes));
+        if manifest
+            .docs_sha256
+            .as_ref()
+            .is_some_and(|want| *want != sha)
+        {
+            bail!(
+                "{}: SHA-256 {sha} does not match the manifest's: the file was damaged or edited; rebuild the folder",
+                docs_path.display()
+            );
+        }
+        let mut docs = HashMap::new();
+        for (i, line) in bytes.lines().enumerate() {
+            let line =
+                line.with_context(|| format!("{}:{}: not UTF-8", docs_path.display(), i + 1))?;
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .with_context(|| format!("{}:{}: invalid JSON", docs_path.display(), i + 1))?;
+            let field = |f: &str| v[f].as_str().unwrap_or_default().to_string();
+            docs.insert(field("_id"), (field("title"), field("text")));
+        }
+        Ok(Self {
+            manifest,
+            embedder,
+            encoder,
+            index,
+            docs,
+        })
+    }
+
+    /// The `top` best documents for each query text under `mode`; with `rescore` = R > 0
+    /// the top R are re-ranked by the exact f32 codes.
+    pub fn search(
+        &self,
+        queries: &[String],
+        top: usize,
+        mode: ScoringMode,
+        rescore: usize,
+    ) -> Result<Vec<Vec<Found>>> {
+        let vectors = self.embedder.embed(queries, 16, |_| {})?;
+        let sparse: Vec<Vec<(u32, f32)>> = vectors
+            .rows()
+            .into_iter()
+            .map(|q| {
+                let q = q.to_vec();
+                self.encoder.query(&q, self.manifest.k, mode)
+            })
+            .collect();
+        let hits = self.index.search_batch(&sparse, top, rescore)?;
+        Ok(hits
+            .into_iter()
+            .map(|hits| {
+                hits.into_iter()
+                    .map(|h| {
+                        let id = self.index.id(h.doc).to_string();
+                        let (title, text) = self.docs.get(&id).cloned().unwrap_or_default();
+                        Found {
+                            snippet: snippet(&text),
+                            id,
+                            score: h.score,
+                            title,
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// Cross-checks the parts of the search folder `dir`: the widths of manifest, encoder and
+/// index agree, the code length fits the width, and the encoder takes the model's vectors.
+fn check_parts(
+    dir: &Path,
+    manifest: &Manifest,
+    encoder: &SparseEncoder,
+    index: &Index,
+    model_dim: usize,
+) -> Result<()> {
+    let widths = [manifest.hidden, encoder.hidden, index.hidden()];
+    if widths.iter().any(|&w| w != widths[0]) {
+        bail!(
+            "{}: the parts disagree on the width (manifest {}, encoder {}, index {}): the folder was altered; rebuild it",
+            dir.display(),
+            widths[0],
+            widths[1],
+            widths[2]
+        );
+    }
+    check_k(manifest.k, manifest.hidden)
+        .with_context(|| format!("{}: {MANIFEST_FILE}", dir.display()))?;
+    if manifest.dim != encoder.dim || encoder.dim != model_dim {
+        bail!(
+            "{}: the manifest says {}-d vectors, the encoder takes {}-d and the model gives {}-d",
+            dir.display(),
+            manifest.dim,
+            encoder.dim,
+            model_dim
+        );
+    }
+    Ok(())
+}
+
+/// The first [`SNIPPET_CHARS`] characters of `text`, cut at a word boundary, with "…"
+/// when cut.
+fn snippet(text: &str) -> String {
+    if text.chars().count() <= SNIPPET_CHARS {
+        return text.to_string();
+    }
+    let cut: String = text.chars().take(SNIPPET_CHARS).collect();
+    let at_word = cut.rfind(' ').filter(|&i| i > SNIPPET_CHARS / 2);
+    format!("{}…", &cut[..at_word.unwrap_or(cut.len())])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snippets_cut_at_a_word_and_keep_short_texts() {
+        assert_eq!(snippet("short text"), "short text");
+        let long = "word ".repeat(100);
+        let s = snippet(&long);
+        assert!(s.ends_with('…') && s.chars().count() <= SNIPPET_CHARS + 1);
+        assert!(!s.trim_end_matches('…').ends_with("wor"));
+        let accents = "é".repeat(300);
+        assert_eq!(snippet(&accents).chars().count(), SNIPPET_CHARS + 1);
+    }
+}
