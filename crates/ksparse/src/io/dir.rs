@@ -169,7 +169,7 @@ const LEFTOVER_AGE_S: u64 = 600;
 /// Removes temporary folders (and files) of killed runs in `dir`: a temporary folder
 /// whose writer lock nobody holds, or any temporary entry older than
 /// [`LEFTOVER_AGE_S`] with no lock. Best effort: what cannot be removed stays.
-pub fn remove_leftovers(dir: &Path) {
+fn remove_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };

@@ -14,7 +14,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::IoError;
 
@@ -34,7 +34,6 @@ pub enum Wait {
 #[derive(Debug)]
 pub struct WriterLock {
     file: File,
-    path: PathBuf,
 }
 
 impl WriterLock {
@@ -73,7 +72,7 @@ impl WriterLock {
             // The folder may have been replaced while we waited: the lock is only ours if
             // the file we locked is still the one at the path.
             if same_file(&file, &path) {
-                let mut lock = Self { file, path };
+                let mut lock = Self { file };
                 lock.record_holder();
                 return Ok(lock);
             }
@@ -95,11 +94,6 @@ impl WriterLock {
         let _ = self.file.set_len(0);
         let _ = self.file.rewind();
         let _ = self.file.write_all(text.as_bytes());
-    }
-
-    /// The lock file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
