@@ -278,8 +278,19 @@ fn bench_quality_writes_the_table_and_reuses_cached_embeddings() {
             .arg("--dataset")
             .arg(common::root().join("tests/fixtures/scifact-mini"))
             .args(["--k", "8,16", "--hidden", "2d", "--losses", "csr+dist"])
-            .args(["--modes", "symmetric,symmetric:2k,reconstruction"])
-            .args(["--epochs", "3", "--json", "--cache"])
+            .args(["--signals", "pseudo-distill,docs", "--focus-k", "8"])
+            .args([
+                "--modes",
+                "symmetric,symmetric:2k,two-stage:20,reconstruction",
+            ])
+            .args([
+                "--latency-docs",
+                "3000",
+                "--epochs",
+                "3",
+                "--json",
+                "--cache",
+            ])
             .arg(dir.path().join("cache"))
             .arg("--output")
             .arg(dir.path().join("report"))
@@ -291,19 +302,55 @@ fn bench_quality_writes_the_table_and_reuses_cached_embeddings() {
     let report: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
     let dense = report["dense"][0]["ndcg@10"].as_f64().unwrap();
     assert!(dense > 0.5, "dense NDCG@10 {dense} on the fixture");
-    // 2 k × 3 modes, unsupervised and supervised (the fixture has training qrels).
+    // 2 k × 4 modes with pseudo-query distillation, unsupervised and supervised (the
+    // fixture has training qrels), and the `docs` ablation at k = 8.
     let rows = report["sparse"].as_array().unwrap();
-    assert_eq!(rows.len(), 12);
-    assert!(rows.iter().any(|r| r["supervised"] == true));
-    assert!(rows.iter().all(|r| r["hidden"] == 768));
+    assert_eq!(rows.len(), 20);
+    assert_eq!(rows.iter().filter(|r| r["supervised"] == true).count(), 8);
+    assert_eq!(rows.iter().filter(|r| r["signal"] == "docs").count(), 4);
+    assert!(rows
+        .iter()
+        .all(|r| r["hidden"] == 768 && r["trained_on"] == "self"));
     assert!(rows.iter().any(|r| r["mode"] == "symmetric:32"));
+    for r in rows {
+        let ratio = r["ndcg@10"].as_f64().unwrap() / dense;
+        assert!(
+            (r["retention"].as_f64().unwrap() - ratio).abs() < 1e-9,
+            "{r}"
+        );
+    }
+    let latency = report["latency"].as_array().unwrap();
+    let modes: Vec<&str> = latency
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            "symmetric",
+            "symmetric:16",
+            "two-stage:20",
+            "reconstruction"
+        ]
+    );
+    assert!(latency
+        .iter()
+        .all(|r| r["docs"] == 3000 && r["p50_ms"].as_f64().unwrap() > 0.0));
     let md = std::fs::read_to_string(dir.path().join("report/report.md")).unwrap();
-    assert!(md.contains("| 768 | csr+dist+nce | symmetric:2k |"), "{md}");
+    for line in [
+        "| 768 | csr+dist + InfoNCE on training qrels | symmetric:2k |",
+        "| 768 | csr+dist + pseudo-distill | two-stage:20 |",
+        "## Ablation: training signal at k = 8",
+        "| docs | two-stage:20 |",
+        "## Latency at 3000 documents, k = 8",
+    ] {
+        assert!(md.contains(line), "{line} not in {md}");
+    }
     // The second run embeds nothing.
     let second = run();
     assert!(second.status.success());
     let log = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(log.matches("embeddings from cache").count(), 3, "{log}");
+    assert_eq!(log.matches("embeddings from cache").count(), 4, "{log}");
 }
 
 #[test]
@@ -387,7 +434,7 @@ fn index_build_stats_search_and_bench_search() {
     let report = json_of(
         ksparse()
             .args(["bench", "search", "--n", "300,600", "--k", "4"])
-            .args(["--modes", "symmetric,reconstruction"])
+            .args(["--modes", "symmetric,two-stage:30,reconstruction"])
             .args(["--query-count", "20", "--json", "--embeddings"])
             .arg(&x)
             .arg("--encoder")
@@ -406,6 +453,8 @@ fn index_build_stats_search_and_bench_search() {
         "sparse-exact-taat",
         "sparse-exact",
         "sparse-exact-taat",
+        "sparse-exact",
+        "sparse-exact-taat",
     ];
     let baselines = ["faiss-flat", "hnswlib", "seismic", "scipy-csr"];
     for n in [300, 600] {
@@ -414,9 +463,9 @@ fn index_build_stats_search_and_bench_search() {
             .filter(|r| r["n"] == n)
             .map(|r| r["engine"].as_str().unwrap())
             .collect();
-        assert_eq!(at_n[..6], ours, "{engines:?}");
+        assert_eq!(at_n[..8], ours, "{engines:?}");
         assert!(
-            at_n[6..].iter().all(|e| baselines.contains(e)),
+            at_n[8..].iter().all(|e| baselines.contains(e)),
             "{engines:?}"
         );
     }
@@ -449,7 +498,7 @@ fn index_build_stats_search_and_bench_search() {
             assert_eq!(pair[0][key], pair[1][key], "{key}: {pair:?}");
         }
     }
-    let modes: Vec<&str> = ours_sparse[..4]
+    let modes: Vec<&str> = ours_sparse[..6]
         .iter()
         .map(|r| r["mode"].as_str().unwrap())
         .collect();
@@ -457,6 +506,7 @@ fn index_build_stats_search_and_bench_search() {
         modes,
         ["symmetric"; 2]
             .iter()
+            .chain(&["two-stage:30"; 2])
             .chain(&["reconstruction"; 2])
             .copied()
             .collect::<Vec<_>>()

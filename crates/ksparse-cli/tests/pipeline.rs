@@ -148,6 +148,75 @@ fn build_then_search_by_text() {
         assert_eq!(l["hits"].as_array().unwrap().len(), 3, "{l}");
     }
 
+    // Two-stage-dense needs the documents' vectors: refused here with the way out; a
+    // folder built with --keep-vectors has them, searches with them by default, and
+    // refuses a damaged copy of them.
+    let search_json = |folder: &Path, args: &[&str]| {
+        ksparse()
+            .arg("search")
+            .arg(folder)
+            .arg(&text)
+            .args(["--top", "10", "--json"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = search_json(&folder, &["--mode", "two-stage-dense"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--keep-vectors"), "{}", stderr(&out));
+    let kept = dir.path().join("kept.ks");
+    let out = ksparse()
+        .args(["build", "--model"])
+        .arg(&model)
+        .arg("--corpus")
+        .arg(&corpus)
+        .arg("--output")
+        .arg(&kept)
+        .args([
+            "--hidden",
+            "2d",
+            "--k",
+            "8",
+            "--epochs",
+            "5",
+            "--keep-vectors",
+        ])
+        .arg("--cache")
+        .arg(dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::metadata(kept.join("vectors.i8")).unwrap().len(),
+        20 + 300 * (4 + 384) + 4
+    );
+    let hits_of = |out: std::process::Output| -> Vec<String> {
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let by_default = hits_of(search_json(&kept, &[]));
+    assert_eq!(
+        by_default,
+        hits_of(search_json(&kept, &["--mode", "two-stage-dense:100"]))
+    );
+    assert_eq!(
+        by_default[0],
+        doc["_id"].as_str().unwrap(),
+        "own document first"
+    );
+    let mut bytes = std::fs::read(kept.join("vectors.i8")).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(kept.join("vectors.i8"), bytes).unwrap();
+    let out = search_json(&kept, &[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("vectors.i8"), "{}", stderr(&out));
+
     // A tampered copy of the folder is refused with the reason, never searched.
     let search_copy = |name: &str, tamper: &dyn Fn(&Path)| -> String {
         let copy = dir.path().join(name);
@@ -271,11 +340,7 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
             .arg("--model")
             .arg(&model)
             .args(["--k", "8,16", "--hidden", "2d", "--epochs", "3", "--json"])
-            .args([
-                "--modes",
-                "symmetric,symmetric:4k,reconstruction",
-                "--supervised",
-            ])
+            .arg("--supervised")
             .arg("--cache")
             .arg(dir.path().join("cache"))
             .arg("--output")
@@ -318,7 +383,7 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
         );
     }
 
-    // One row per supervision × k × mode, at the width asked (2d = 768).
+    // One row per supervision × k × mode (the default modes), at the width asked (2d = 768).
     let sparse = report["sparse"].as_array().unwrap();
     let rows: BTreeSet<(bool, u64, String)> = sparse
         .iter()
@@ -338,6 +403,8 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
             for mode in [
                 "symmetric".to_string(),
                 format!("symmetric:{}", 4 * k),
+                "two-stage:100".into(),
+                "two-stage-dense:100".into(),
                 "reconstruction".into(),
             ] {
                 want.insert((supervised, k, mode));
@@ -350,6 +417,7 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
         sparse
             .iter()
             .filter(|r| r["supervised"] == supervised && r["k"] == k)
+            .filter(|r| !r["mode"].as_str().unwrap().starts_with("two-stage-dense"))
             .map(|r| r["bytes"].as_u64().unwrap())
             .collect()
     };
@@ -358,6 +426,17 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
         let (small, large) = (index_bytes(supervised, 8), index_bytes(supervised, 16));
         assert_eq!((small.len(), large.len()), (1, 1), "{sparse:?}");
         assert!(small.first() < large.first(), "{small:?} vs {large:?}");
+        // Re-ranking by the dense vectors adds them: 384 bytes and a scale per document.
+        let dense_row = sparse
+            .iter()
+            .find(|r| {
+                r["supervised"] == supervised && r["k"] == 8 && r["mode"] == "two-stage-dense:100"
+            })
+            .unwrap();
+        assert_eq!(
+            dense_row["bytes"].as_u64().unwrap(),
+            small.first().unwrap() + 300 * (384 + 4)
+        );
     }
     for row in sparse {
         assert!(num(&row["train_s"]) > 0.0, "{row}");
@@ -383,6 +462,7 @@ fn eval_writes_the_report_and_plots_and_reuses_its_cache() {
     let out = dir.path().join("report");
     let sizes: BTreeSet<(u64, u64)> = sparse
         .iter()
+        .filter(|r| !r["mode"].as_str().unwrap().starts_with("two-stage-dense"))
         .map(|r| (r["k"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()))
         .collect();
     for (plot, points) in [

@@ -296,6 +296,75 @@ impl Dataset {
     }
 }
 
+/// Label-free training queries cut from a corpus: for each document, one short text of
+/// its own (its title, or one sentence of a passage of several) and the document's row.
+/// Where a document offers both, one of them is drawn (seeded), so the queries mix the
+/// two shapes users type: headline-like and sentence-like. Text without titles or
+/// sentence punctuation (older collections) gives a run of [`SPAN_WORDS`] consecutive
+/// words instead, from a passage at least twice as long; a document with none of these
+/// gives no query. The document keeps its full text as the positive: a trained loss then
+/// learns how a short text relates to the passage it came from (see `encoder::loss`'s
+/// `distill` term), not an exact match.
+pub fn pseudo_queries(corpus: &Texts, seed: u64) -> (Texts, Vec<usize>) {
+    use rand::{Rng, SeedableRng};
+    /// Sentences outside this many words are headings or run-ons, not queries.
+    const WORDS: std::ops::RangeInclusive<usize> = 4..=64;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Texts::default();
+    let mut rows = Vec::new();
+    for (row, (text, title)) in corpus.texts.iter().zip(&corpus.titles).enumerate() {
+        let title = title.trim();
+        let body = text.strip_prefix(title).unwrap_or(text).trim();
+        let sentences: Vec<&str> = split_sentences(body)
+            .into_iter()
+            .filter(|s| WORDS.contains(&s.split_whitespace().count()))
+            .collect();
+        let mut candidates: Vec<&str> = Vec::new();
+        if title.split_whitespace().count() >= 2 {
+            candidates.push(title);
+        }
+        if split_sentences(body).len() >= 2 {
+            candidates.extend(sentences);
+        }
+        let words: Vec<&str> = body.split_whitespace().collect();
+        let pick = if !candidates.is_empty() {
+            candidates[rng.random_range(0..candidates.len())].to_string()
+        } else if words.len() >= 2 * SPAN_WORDS {
+            let start = rng.random_range(0..=words.len() - SPAN_WORDS);
+            words[start..start + SPAN_WORDS].join(" ")
+        } else {
+            continue;
+        };
+        out.ids.push(corpus.ids[row].clone());
+        out.texts.push(pick);
+        out.titles.push(String::new());
+        rows.push(row);
+    }
+    (out, rows)
+}
+
+/// Words of a pseudo-query cut from unpunctuated text (the length of a typical query).
+pub const SPAN_WORDS: usize = 10;
+
+/// `text` cut after each '.', '?' or '!' that is followed by whitespace; pieces trimmed,
+/// empty ones dropped.
+fn split_sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let ends = matches!(c, '.' | '?' | '!')
+            && chars.peek().is_none_or(|&(_, next)| next.is_whitespace());
+        if ends {
+            out.push(text[start..i + 1].trim());
+            start = i + 1;
+        }
+    }
+    out.push(text[start..].trim());
+    out.retain(|s| !s.is_empty());
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,5 +518,54 @@ mod tests {
         write(d.path(), "qrels/test.tsv", "query-id\tcorpus-id\tscore\n");
         let e = format!("{:#}", Dataset::load(d.path(), "test").err().unwrap());
         assert!(e.contains("no query is judged"), "{e}");
+    }
+
+    #[test]
+    fn pseudo_queries_take_a_title_or_a_sentence_of_the_document() {
+        let corpus = Texts {
+            ids: vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()],
+            texts: vec![
+                "Heart failure in mice. The left ventricle grows after stress. Mice were studied for six weeks.".into(),
+                "One sentence alone with no title at all.".into(),
+                "Short. Too short here.".into(),
+                "Lone title here Only one sentence follows the title here.".into(),
+                "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19 w20".into(),
+            ],
+            titles: vec![
+                "Heart failure in mice.".into(),
+                String::new(),
+                String::new(),
+                "Lone title here".into(),
+                String::new(),
+            ],
+        };
+        let (q, rows) = pseudo_queries(&corpus, 0);
+        // b: one sentence of 8 words, no title; c: sentences under four words; e: no
+        // punctuation, so a run of 10 words.
+        assert_eq!(rows, vec![0, 3, 4]);
+        assert_eq!(q.ids, vec!["a", "d", "e"]);
+        let span: Vec<&str> = q.texts[2].split(' ').collect();
+        assert_eq!(span.len(), SPAN_WORDS);
+        let first: usize = span[0][1..].parse().unwrap();
+        let want: Vec<String> = (first..first + SPAN_WORDS)
+            .map(|i| format!("w{i}"))
+            .collect();
+        assert_eq!(span, want);
+        assert_eq!(q.texts[1], "Lone title here");
+        assert!(
+            [
+                "Heart failure in mice.",
+                "The left ventricle grows after stress.",
+                "Mice were studied for six weeks."
+            ]
+            .contains(&q.texts[0].as_str()),
+            "{:?}",
+            q.texts[0]
+        );
+        assert_eq!(pseudo_queries(&corpus, 0).0.texts, q.texts, "seeded");
+        assert_eq!(
+            split_sentences("It is 3.5 mm. Why? Yes!  "),
+            vec!["It is 3.5 mm.", "Why?", "Yes!"]
+        );
     }
 }

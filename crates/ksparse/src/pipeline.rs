@@ -33,7 +33,7 @@ use ndarray::Array2;
 
 use crate::data::Texts;
 use crate::embed::Embedder;
-use crate::encoder::train::{train_folder, EpochLog, TrainConfig, TrainData, Trained};
+use crate::encoder::train::{train_folder, EpochLog, Pairs, TrainConfig, TrainData, Trained};
 
 pub use build::{
     build, model_fingerprint, train_cached, BuildOptions, Manifest, FOLDER, MANIFEST_FILE,
@@ -175,9 +175,43 @@ pub fn train_encoder(
     progress: &impl Progress,
     on_epoch: impl FnMut(&EpochLog),
 ) -> Result<Trained> {
-    progress.stage(Stage::train(cfg, data.pairs.is_some()), 0, |report| {
+    progress.stage(Stage::train(cfg, cfg.losses.nce > 0.0), 0, |report| {
         train_folder(output, data, cfg, report, on_epoch)
     })
+}
+
+/// The label-free training pairs of a corpus: its pseudo-queries
+/// ([`crate::data::pseudo_queries`], drawn with `seed`) embedded through the cache in
+/// `cache`, each paired with its document's row of `vectors`; and a key that identifies
+/// them for the encoder cache. `None`, with a warning, when fewer than two documents give
+/// a pseudo-query (short untitled lines): the encoder then learns from documents alone.
+pub fn pseudo_query_pairs(
+    embedder: &Embedder,
+    corpus: &Texts,
+    vectors: &Array2<f32>,
+    (cache, batch_size, seed): (&Path, usize, u64),
+    progress: &impl Progress,
+) -> Result<Option<(Pairs, String)>> {
+    let (texts, rows) = crate::data::pseudo_queries(corpus, seed);
+    if texts.len() < 2 {
+        tracing::warn!(
+            documents = corpus.len(),
+            pseudo_queries = texts.len(),
+            "too few documents have a title, two sentences or 20 words to cut pseudo-queries from: training on the documents alone"
+        );
+        return Ok(None);
+    }
+    let queries = embed_through_cache(
+        embedder,
+        &texts,
+        cache,
+        batch_size,
+        "pseudo-queries",
+        progress,
+    )?;
+    let pairs = Pairs::from_rows(&queries, vectors, &rows)?;
+    let key = format!("pseudo-queries:{}", pairs.key());
+    Ok(Some((pairs, key)))
 }
 
 /// Embeds `texts` in batches of `batch_size`, reporting the stage `Embed(what)`.

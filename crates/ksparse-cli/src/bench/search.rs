@@ -27,16 +27,17 @@ use super::run_python_baseline;
 use ksparse::base::stopwatch::{latencies, resident_bytes, timed};
 use ksparse::base::Hit;
 use ksparse::base::SparseCode;
+use ksparse::embed::int8::Int8Vectors;
 use ksparse::encoder::codes::write_codes;
-use ksparse::encoder::scoring::ModeSpec;
+use ksparse::encoder::scoring::{ModeSpec, QueryPlan, ScoringMode};
 use ksparse::encoder::train::add_noise;
 use ksparse::encoder::SparseEncoder;
 use ksparse::index::query::{self, Strategy};
-use ksparse::index::{self, Index};
+use ksparse::index::{self, Index, IndexDocs};
 use ksparse::io::write_npy;
 use ksparse::search::dense::FlatIndex;
 use ksparse::search::hnsw::HnswIndex;
-use ksparse::search::sparse::SparseIndex;
+use ksparse::search::sparse::{RowDocs, SparseIndex};
 
 /// Hits per query.
 const TOP: usize = 10;
@@ -85,8 +86,9 @@ pub struct Row {
     pub p99_ms: f64,
     /// Queries per second on all threads.
     pub qps: f64,
-    /// Bytes of the searchable structure (files for the sparse index, vectors for flat,
-    /// resident-memory growth during the build for HNSW).
+    /// Bytes of the searchable structure (files for the sparse index, plus the int8 vectors
+    /// for `two-stage-dense`; vectors for flat; resident-memory growth during the build for
+    /// HNSW).
     pub bytes: usize,
     /// Build time, seconds (sparse: encoding + index build).
     pub build_s: f64,
@@ -314,34 +316,50 @@ pub fn run(
             // The reference of sparse recall: exact f32 dot products (the index scores
             // quantised weights, so it may differ in near-ties).
             let reference = SparseIndex::new(&codes, enc.hidden);
-            drop(codes);
-            let exact_of = |queries: &[Vec<(u32, f32)>]| -> Vec<Vec<u32>> {
-                let hits: Vec<Vec<Hit>> =
-                    queries.iter().map(|q| reference.search(q, TOP)).collect();
-                docs_of(&hits)
-            };
-            // The Python engines search the symmetric query codes.
-            let symmetric: Vec<Vec<(u32, f32)>> = query_codes
-                .into_iter()
-                .map(|c| c.ids.into_iter().zip(c.values).collect())
-                .collect();
-            sparse_exact.push((*k, exact_of(&symmetric)));
             let idx = Index::open(&dir)?;
             let rows = idx.rows_in(&ids)?;
+            // Two-stage re-ranks by the exact codes or the int8 vectors: by row for the
+            // reference, in the index's document order for the index.
+            let by_row = Int8Vectors::quantize(xs, x.ncols())?;
+            let by_doc = by_row.reorder(&rows);
+            let row_docs = RowDocs {
+                codes: &codes,
+                vectors: Some(&by_row),
+            };
+            let index_docs = IndexDocs {
+                index: &idx,
+                vectors: Some(&by_doc),
+            };
+            let exact_of = |plans: &[QueryPlan]| -> Result<Vec<Vec<u32>>> {
+                let hits = plans
+                    .iter()
+                    .map(|p| p.finish(reference.search(&p.terms, p.depth(TOP)), TOP, &row_docs))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(docs_of(&hits))
+            };
+            // The Python engines search the symmetric query codes.
+            let symmetric: Vec<QueryPlan> = q
+                .iter()
+                .map(|v| enc.plan(v, *k, ScoringMode::Symmetric(None)))
+                .collect();
+            sparse_exact.push((*k, exact_of(&symmetric)?));
             for spec in &opts.modes {
                 let mode = spec.at(*k);
-                let sparse_q: Vec<Vec<(u32, f32)>> =
-                    q.iter().map(|v| enc.query(v, *k, mode)).collect();
-                let exact_sparse = exact_of(&sparse_q);
+                let plans: Vec<QueryPlan> = q.iter().map(|v| enc.plan(v, *k, mode)).collect();
+                let exact_sparse = exact_of(&plans)?;
                 // The engine as it searches by default (`Auto`: block-max on these
                 // queries), and term-at-a-time over the same index as the baseline of its
-                // pruning.
+                // pruning. Timed: the index search and, for two-stage, the re-ranking.
                 for (engine, strategy) in [
                     ("sparse-exact", Strategy::Auto),
                     ("sparse-exact-taat", Strategy::TermAtATime),
                 ] {
-                    let (p50, p99, qps, mut hits) =
-                        measure(nq, |i| query::search(&idx, &sparse_q[i], TOP, strategy));
+                    let (p50, p99, qps, mut hits) = measure(nq, |i| {
+                        let p = &plans[i];
+                        let candidates = query::search(&idx, &p.terms, p.depth(TOP), strategy);
+                        p.finish(candidates, TOP, &index_docs)
+                            .expect("the vectors are kept")
+                    });
                     Index::hits_to_rows(&mut hits, &rows);
                     push(
                         Row {
@@ -352,7 +370,12 @@ pub fn run(
                             p50_ms: p50,
                             p99_ms: p99,
                             qps,
-                            bytes: idx.stats().file_bytes,
+                            bytes: idx.stats().file_bytes
+                                + if matches!(mode, ScoringMode::TwoStageDense(_)) {
+                                    by_doc.bytes()
+                                } else {
+                                    0
+                                },
                             build_s,
                             recall_at_10: recall(&docs_of(&hits), &exact),
                             sparse_recall_at_10: Some(recall(&docs_of(&hits), &exact_sparse)),

@@ -5,15 +5,18 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
-use ksparse::data::{read_texts, Dataset, Texts};
+use ksparse::data::{pseudo_queries, read_texts, Dataset, Texts};
+use ksparse::encoder::loss::LossWeights;
 use ksparse::encoder::scoring::ModeSpec;
-use ksparse::encoder::train::{TrainConfig, SUPERVISED_NCE_WEIGHT};
+use ksparse::encoder::train::{
+    TrainConfig, PSEUDO_DISTILL_WEIGHT, PSEUDO_NCE_WEIGHT, SUPERVISED_NCE_WEIGHT,
+};
 use ksparse::encoder::{Hidden, SparseEncoder};
 use ksparse::io::read_npy;
 use ksparse::pipeline::{embed_through_cache, Progress as _, Stage};
 
-use crate::args::{non_negative_f32, positive_usize, width, ModelArgs};
-use crate::bench::{self, quality::LossPreset};
+use crate::args::{non_negative_f32, positive_f32, positive_usize, width, ModelArgs};
+use crate::bench::{self, quality::LossPreset, quality::Signal};
 use crate::output::{write_report, Progress};
 
 #[derive(Subcommand)]
@@ -40,15 +43,20 @@ pub enum BenchCommand {
     ///
     /// Example: ksparse bench search --embeddings corpus.npy --queries queries.npy --n 10000,100000 --k 32
     Search(SearchArgs),
-    /// The encoder quality table: NDCG@10 for k × loss × width × scoring mode per dataset.
+    /// The quality table: NDCG@10 and retention vs dense per dataset, k and scoring mode.
     ///
-    /// For each --dataset: embeds the corpus and queries (cached under --cache), evaluates
-    /// dense exact search as the reference row, then trains one encoder on the corpus per
-    /// width × loss × k and evaluates every --mode. Datasets with qrels/train.tsv also get
-    /// supervised rows (InfoNCE on the training pairs; --nce 0 turns them off). Writes
-    /// report.md and report.json to --output.
+    /// For each --dataset: embeds the corpus, the queries and one pseudo-query per document
+    /// (cached under --cache), evaluates dense exact search as the reference row, then
+    /// trains one encoder on the corpus per width × loss × k with the first --signals and
+    /// evaluates every --mode. Datasets with qrels/train.tsv also get supervised rows
+    /// (InfoNCE on the training pairs; --nce 0 turns them off). At --focus-k it adds the
+    /// other signals (the ablation), each dataset's encoder applied to the others and one
+    /// trained on the union of their corpora (transfer), and each mode's latency over an
+    /// index of --latency-docs documents. Writes report.md and report.json to --output.
     ///
-    /// Example: ksparse bench quality --model all-MiniLM-L6-v2 --dataset data/scifact --k 16,32,64
+    /// Example (the README's table, about an hour on 2 cores):
+    /// ksparse bench quality --model all-MiniLM-L6-v2 --dataset data/scifact
+    ///     --dataset ../shared/data/vaswani --dataset ../shared/data/cranfield
     Quality(QualityArgs),
 }
 
@@ -166,30 +174,57 @@ pub struct QualityArgs {
     #[arg(long, default_value = "test")]
     split: String,
     /// Code lengths, comma-separated.
-    #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "16,32,64,128,256")]
+    #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "16,32,64")]
     k: Vec<usize>,
     /// Widths, comma-separated (numbers of latents or multiples of d such as 4d).
-    #[arg(long, value_parser = width, value_delimiter = ',', default_value = "4d,8d")]
+    #[arg(long, value_parser = width, value_delimiter = ',', default_value = "8d")]
     hidden: Vec<Hidden>,
     /// Loss combinations, comma-separated: mse, mse+dist, csr, csr+dist.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "mse,mse+dist,csr,csr+dist"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = "csr+dist")]
     losses: Vec<LossPreset>,
-    /// Scoring modes, comma-separated; m may be a multiple of k (symmetric:4k).
+    /// Label-free training signals, comma-separated: docs, pseudo-nce, pseudo-distill,
+    /// pseudo-nce+distill. The first is trained at every k; the others only at --focus-k,
+    /// as the ablation.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "symmetric,symmetric:4k,reconstruction,projected:64"
+        default_value = "pseudo-distill,docs,pseudo-nce"
+    )]
+    signals: Vec<Signal>,
+    /// InfoNCE weight of the pseudo-nce signals.
+    #[arg(long, value_parser = non_negative_f32, default_value_t = PSEUDO_NCE_WEIGHT)]
+    pseudo_nce: f32,
+    /// KL weight of the pseudo-distill signals.
+    #[arg(long, value_parser = non_negative_f32, default_value_t = PSEUDO_DISTILL_WEIGHT)]
+    distill: f32,
+    /// Temperature of the dense teacher's scores in the pseudo-distill signals.
+    #[arg(long, value_parser = positive_f32, default_value_t = LossWeights::default().teacher_temperature)]
+    teacher_temperature: f32,
+    /// Scoring modes, comma-separated; m may be a multiple of k (symmetric:4k). The first
+    /// is the baseline of the latency rows.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "symmetric,symmetric:4k,two-stage,two-stage-dense,reconstruction"
     )]
     modes: Vec<ModeSpec>,
     /// InfoNCE weight of the supervised rows (0: no supervised rows).
     #[arg(long, value_parser = non_negative_f32, allow_hyphen_values = true, default_value_t = SUPERVISED_NCE_WEIGHT)]
     nce: f32,
+    /// Code length of the ablation, transfer and latency rows (default: 32 where it is
+    /// among --k, else the first --k).
+    #[arg(long, value_parser = positive_usize)]
+    focus_k: Option<usize>,
+    /// Leave out the transfer rows (each dataset's encoder on the others, and one trained
+    /// on the union of the corpora).
+    #[arg(long)]
+    no_transfer: bool,
+    /// Documents of the latency rows' index, grown from the first dataset (0: no latency
+    /// rows).
+    #[arg(long, default_value_t = 1_000_000)]
+    latency_docs: usize,
     /// Training epochs per encoder.
-    #[arg(long, value_parser = positive_usize, default_value_t = TrainConfig::default().epochs)]
+    #[arg(long, value_parser = positive_usize, default_value_t = 200)]
     epochs: usize,
     /// Seed of every training run.
     #[arg(long, default_value_t = 0)]
@@ -314,8 +349,17 @@ fn quality(a: QualityArgs) -> Result<()> {
         ks: a.k,
         hidden: a.hidden,
         losses: a.losses,
+        signals: a.signals,
+        pseudo: bench::quality::PseudoWeights {
+            nce: a.pseudo_nce,
+            distill: a.distill,
+            teacher_temperature: a.teacher_temperature,
+        },
         modes: a.modes,
         nce: a.nce,
+        focus_k: a.focus_k,
+        transfer: !a.no_transfer,
+        latency_docs: a.latency_docs,
         train: TrainConfig {
             epochs: a.epochs,
             seed: a.seed,
@@ -336,7 +380,7 @@ fn quality(a: QualityArgs) -> Result<()> {
     let report = bench::quality::run(
         &a.model.model,
         &opts,
-        |dir, ds| {
+        |dir, ds, pseudo| {
             let train_queries = match Dataset::load(dir, "train") {
                 Ok(tr) if dir.join("qrels/train.tsv").is_file() => Some((
                     tr.queries.ids.clone(),
@@ -344,16 +388,24 @@ fn quality(a: QualityArgs) -> Result<()> {
                 )),
                 _ => None,
             };
+            let pseudo_queries = if pseudo {
+                let (texts, rows) = pseudo_queries(&ds.corpus, a.seed);
+                Some((embed(&texts, "pseudo-queries")?, rows))
+            } else {
+                None
+            };
             Ok(bench::quality::Vectors {
                 corpus: embed(&ds.corpus, "corpus")?,
                 queries: embed(&ds.queries, "queries")?,
                 train_queries,
+                pseudo_queries,
             })
         },
         |r| {
             tracing::info!(
                 dataset = %r.dataset, hidden = r.hidden, k = r.k, loss = %r.loss,
-                supervised = r.supervised, mode = %r.mode,
+                signal = %r.signal, supervised = r.supervised, trained_on = %r.trained_on,
+                mode = %r.mode,
                 ndcg10 = %format!("{:.4}", r.metrics.ndcg_at_10),
                 train_s = %format!("{:.1}", r.train_s), "row"
             )

@@ -35,7 +35,7 @@ pub struct EvalArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "symmetric,symmetric:4k,reconstruction"
+        default_value = "symmetric,symmetric:4k,two-stage,two-stage-dense,reconstruction"
     )]
     modes: Vec<ModeSpec>,
     /// Training passes of each unsupervised encoder.
@@ -55,6 +55,10 @@ pub struct EvalArgs {
     /// dataset's qrels/train.tsv, reported as supervised rows.
     #[arg(long)]
     supervised: bool,
+    /// Train the unsupervised encoders on the documents alone, without pseudo-queries (see
+    /// `ksparse build --help`).
+    #[arg(long)]
+    no_pseudo_queries: bool,
     /// Cache of embeddings and encoders.
     #[arg(long, default_value = ".ksparse-cache")]
     cache: PathBuf,
@@ -113,8 +117,9 @@ pub struct EvalSparseArgs {
     /// Non-zeros per document code (default: the encoder's k).
     #[arg(long, value_parser = positive_usize)]
     k: Option<usize>,
-    /// symmetric, reconstruction or projected:M.
-    #[arg(long, default_value = "symmetric")]
+    /// two-stage[:R], two-stage-dense[:R], symmetric, symmetric:M, reconstruction or
+    /// projected:M.
+    #[arg(long, default_value = "two-stage")]
     mode: ScoringMode,
     /// Drop hits whose doc id equals the query id.
     #[arg(long)]
@@ -150,6 +155,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         seed: a.seed,
         train_on: &a.train_on,
         supervised: a.supervised,
+        pseudo_queries: !a.no_pseudo_queries,
         cache: &a.cache,
         batch_size: a.model.batch_size,
     };

@@ -7,8 +7,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use ksparse::data::text_lines;
-use ksparse::encoder::scoring::ScoringMode;
-use ksparse::encoder::train::TrainConfig;
+use ksparse::encoder::loss::LossWeights;
+use ksparse::encoder::scoring::{MissingVectors, ScoringMode};
+use ksparse::encoder::train::{TrainConfig, PSEUDO_DISTILL_WEIGHT};
 use ksparse::pipeline::{self, ModelError};
 
 use crate::args::{
@@ -37,6 +38,16 @@ pub struct BuildArgs {
     /// Cache of embeddings and encoders.
     #[arg(long, default_value = ".ksparse-cache")]
     cache: PathBuf,
+    /// Train the encoder on the documents alone, without pseudo-queries (by default one
+    /// title or sentence per document is embedded too, and the encoder learns the dense
+    /// model's scores for them: +1.8 points of symmetric NDCG@10 on SciFact's training
+    /// queries, for about 15 % more embedding and 35 % more training time).
+    #[arg(long)]
+    no_pseudo_queries: bool,
+    /// Also keep the documents' dense vectors, one byte per dimension (d bytes a
+    /// document), so that `search --mode two-stage-dense` can re-rank by them.
+    #[arg(long)]
+    keep_vectors: bool,
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
@@ -56,10 +67,15 @@ pub struct SearchArgs {
     /// Hits per query.
     #[arg(long, value_parser = positive_usize, default_value_t = 10)]
     top: usize,
-    /// Scoring mode: symmetric, symmetric:M, reconstruction or projected:M.
-    #[arg(long, default_value = "symmetric")]
-    mode: ScoringMode,
-    /// Re-rank the top R by the exact f32 codes (0 = off).
+    /// Scoring mode: two-stage[:R] (the symmetric top R, default 100, re-ranked by the
+    /// reconstruction score), two-stage-dense[:R] (re-ranked by the kept dense vectors:
+    /// build with --keep-vectors), symmetric, symmetric:M, reconstruction or projected:M.
+    /// Default: two-stage-dense where the folder kept vectors, two-stage otherwise;
+    /// symmetric for an encoder trained on judged pairs (`train --pairs`), whose own
+    /// scores beat both re-rankings.
+    #[arg(long)]
+    mode: Option<ScoringMode>,
+    /// Single-stage modes: re-rank the top R by the exact f32 codes (0 = off).
     #[arg(long, default_value_t = 0)]
     rescore: usize,
     /// The model, when it has moved since the build (must be the same model).
@@ -81,12 +97,21 @@ pub fn build(a: BuildArgs) -> Result<()> {
             k: a.shape.k,
             epochs: a.shape.epochs,
             seed: a.seed,
+            losses: LossWeights {
+                distill: if a.no_pseudo_queries {
+                    0.0
+                } else {
+                    PSEUDO_DISTILL_WEIGHT
+                },
+                ..LossWeights::default()
+            },
             ..TrainConfig::default()
         },
         k: a.encoder.is_some().then_some(a.shape.k),
         cache: &a.cache,
         batch_size: a.model.batch_size,
         wait: a.lock.wait(),
+        keep_vectors: a.keep_vectors,
     };
     let manifest = pipeline::build(&embedder, &opts, &Progress::new()).map_err(|e| {
         let e = output_hint(a.lock.hint(e), &a.output, "--output");
@@ -127,7 +152,16 @@ pub fn search(a: SearchArgs) -> Result<()> {
         };
         e.context(hint)
     })?;
-    let results = searcher.search(&queries, a.top, a.mode, a.rescore)?;
+    let mode = a.mode.unwrap_or_else(|| searcher.default_mode());
+    let results = searcher
+        .search(&queries, a.top, mode, a.rescore)
+        .map_err(|e| match cause::<MissingVectors>(&e) {
+            Some(_) => e.context(format!(
+                "rebuild {} with `ksparse build --keep-vectors`, or search with --mode two-stage",
+                a.index.display()
+            )),
+            None => e,
+        })?;
     let mut out = Stdout::new();
     for (q, hits) in queries.iter().zip(&results) {
         let mut text = String::new();

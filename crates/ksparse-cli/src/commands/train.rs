@@ -117,6 +117,7 @@ impl TrainArgs {
                 dist: self.dist,
                 nce,
                 temperature: self.temperature,
+                ..LossWeights::default()
             },
             epochs: self.shape.epochs,
             batch_size: self.batch_size,

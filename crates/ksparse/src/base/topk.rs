@@ -63,7 +63,8 @@ impl TopK {
     pub fn new(k: usize) -> Self {
         Self {
             k,
-            heap: std::collections::BinaryHeap::with_capacity(k + 1),
+            // A hint only: a huge k (a caller's `--top`) must not allocate up front.
+            heap: std::collections::BinaryHeap::with_capacity(k.saturating_add(1).min(1 << 16)),
         }
     }
 

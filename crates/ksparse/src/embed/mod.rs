@@ -6,6 +6,7 @@
 //! work on padding, then writes every vector back at its input's row.
 
 pub mod cache;
+pub mod int8;
 mod kernels;
 pub mod model_dir;
 mod transformer;

@@ -6,18 +6,35 @@
 //! | `symmetric:m` | z_q with m active latents | z_q · z_d | m postings lists |
 //! | `reconstruction` | u = W_decᵀ q (all h terms, any sign) | u · z_d = q · (x̂_d − b_pre) | one h × d mat-vec + all lists |
 //! | `projected:m` | the m largest positive entries of u | partial u · z_d | mat-vec + m lists |
+//! | `two-stage:R` | z_q, then u on the top R | u · z_d over the symmetric top R | k lists + R · k dot products of length d |
+//! | `two-stage-dense:R` | z_q, then q on the top R | q · x_d (int8) over the symmetric top R | k lists + R dot products of length d |
 //!
 //! `reconstruction` ranks exactly as q · x̂_d (q · b_pre is the same for every document),
 //! so it approaches dense search as the reconstruction improves; `projected:m` trades
 //! some of that for an O(m) query. `symmetric:m` keeps document codes at k but lets the
 //! query use m > k latents: more of a relevant document's latents are then shared with
 //! the query (on SciFact's training queries, m = 4k raised NDCG@10 by about 0.04 at k = 32).
+//!
+//! `two-stage:R` gets nearly all of `reconstruction`'s quality at nearly `symmetric`'s
+//! cost: the index returns its exact top R for the symmetric query (over the weights it
+//! stores), and only those R documents are re-ranked by u · z_d, their exact f32 codes
+//! read from the forward index. A search for `top` hits re-ranks the top max(R, top). Only the
+//! entries of u that the candidates' codes use are computed (one d-long dot product each,
+//! at most R · k). `two-stage-dense:R` re-ranks by the documents' own dense vectors
+//! instead, where they are kept (one byte per dimension): dense quality for the
+//! candidates the sparse index found, at the price of storing the vectors. A search runs
+//! a [`QueryPlan`]: the sparse query, then [`QueryPlan::finish`], so no engine can forget
+//! the second stage.
 
 use std::fmt;
 use std::str::FromStr;
 
 use super::SparseEncoder;
-use crate::base::top_indices;
+use crate::base::{dot, top_indices, Hit};
+
+/// Candidates re-ranked by `two-stage` when the mode does not name R: chosen on SciFact's
+/// training queries (`docs/results/quality-selection/README.md`).
+pub const DEFAULT_CANDIDATES: usize = 100;
 
 /// A sparse query: (latent, weight) terms; weights may be negative.
 pub type SparseQuery = Vec<(u32, f32)>;
@@ -31,6 +48,10 @@ pub enum ScoringMode {
     Reconstruction,
     /// The m largest positive terms of W_decᵀ q.
     Projected(usize),
+    /// The symmetric top R, re-ranked by (W_decᵀ q) · z_d.
+    TwoStage(usize),
+    /// The symmetric top R, re-ranked by q · x_d with the documents' kept dense vectors.
+    TwoStageDense(usize),
 }
 
 impl FromStr for ScoringMode {
@@ -39,15 +60,19 @@ impl FromStr for ScoringMode {
         match s {
             "symmetric" => Ok(Self::Symmetric(None)),
             "reconstruction" => Ok(Self::Reconstruction),
+            "two-stage" => Ok(Self::TwoStage(DEFAULT_CANDIDATES)),
+            "two-stage-dense" => Ok(Self::TwoStageDense(DEFAULT_CANDIDATES)),
             _ => {
                 let bad = || {
-                    format!("unknown scoring mode {s:?}: use symmetric, symmetric:M, reconstruction or projected:M (M ≥ 1)")
+                    format!("unknown scoring mode {s:?}: use symmetric, symmetric:M, reconstruction, projected:M, two-stage[:R] or two-stage-dense[:R] (M, R ≥ 1)")
                 };
                 let (name, m) = s.split_once(':').ok_or_else(bad)?;
                 let m = m.parse::<usize>().ok().filter(|&m| m > 0).ok_or_else(bad)?;
                 match name {
                     "symmetric" => Ok(Self::Symmetric(Some(m))),
                     "projected" => Ok(Self::Projected(m)),
+                    "two-stage" => Ok(Self::TwoStage(m)),
+                    "two-stage-dense" => Ok(Self::TwoStageDense(m)),
                     _ => Err(bad()),
                 }
             }
@@ -62,6 +87,8 @@ impl fmt::Display for ScoringMode {
             Self::Symmetric(Some(m)) => write!(f, "symmetric:{m}"),
             Self::Reconstruction => write!(f, "reconstruction"),
             Self::Projected(m) => write!(f, "projected:{m}"),
+            Self::TwoStage(r) => write!(f, "two-stage:{r}"),
+            Self::TwoStageDense(r) => write!(f, "two-stage-dense:{r}"),
         }
     }
 }
@@ -116,21 +143,136 @@ pub fn mode_family(mode: &str, k: usize) -> String {
     }
 }
 
-impl SparseEncoder {
-    /// The sparse query for dense query vector `q` under `mode` (`k`: the documents' code
-    /// length, used by `symmetric` without its own m).
-    pub fn query(&self, q: &[f32], k: usize, mode: ScoringMode) -> SparseQuery {
-        match mode {
-            ScoringMode::Symmetric(m) => {
-                let c = self.encode_one(q, m.unwrap_or(k).min(self.hidden));
-                c.ids.into_iter().zip(c.values).collect()
+/// What a second stage reads of a candidate document, from whatever engine holds it.
+pub trait Forward {
+    /// Document `doc`'s exact code (latent, value pairs) appended to `out`.
+    fn code_into(&self, doc: u32, out: &mut Vec<(u32, f32)>);
+    /// q · document `doc`'s kept dense vector; `None` when the engine keeps no vectors.
+    fn dense_dot(&self, doc: u32, q: &[f32]) -> Option<f32>;
+    /// Whether the engine keeps the documents' dense vectors.
+    fn keeps_vectors(&self) -> bool;
+}
+
+/// How a two-stage plan re-ranks its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rerank {
+    /// By u · z_d (the reconstruction score).
+    Reconstruction,
+    /// By q · x_d (the kept dense vectors).
+    Dense,
+}
+
+/// One query under a scoring mode, ready to run on any engine that gives an exact top-n
+/// for a sparse query and reads candidates through [`Forward`]: `terms` go to the engine,
+/// asking for [`depth`](Self::depth) hits, and [`finish`](Self::finish) turns them into
+/// the answer.
+pub struct QueryPlan<'a> {
+    /// The sparse query the engine searches.
+    pub terms: SparseQuery,
+    /// Two-stage: the candidates to re-rank, how, and the encoder and dense query that
+    /// score them.
+    rerank: Option<(usize, Rerank, &'a SparseEncoder, Vec<f32>)>,
+}
+
+impl QueryPlan<'_> {
+    /// Hits to ask the engine for, to answer with `top`.
+    pub fn depth(&self, top: usize) -> usize {
+        match &self.rerank {
+            Some((candidates, ..)) => (*candidates).max(top),
+            None => top,
+        }
+    }
+
+    /// Whether [`finish`](Self::finish) re-ranks (two-stage) rather than truncates.
+    pub fn reranks(&self) -> bool {
+        self.rerank.is_some()
+    }
+
+    /// The dense query's dimension (0 for a single-stage plan, which keeps none).
+    pub fn dim(&self) -> usize {
+        self.rerank.as_ref().map_or(0, |r| r.3.len())
+    }
+
+    /// The best `top` of the engine's `candidates` (its exact top [`depth`](Self::depth)
+    /// for `terms`, best first). Two-stage re-scores each candidate — by u · z_d with z_d
+    /// its exact code and u_j = atom_j · q computed once per latent met, or by q · x_d —
+    /// then sorts by score descending, ties by lower document. Fails only when the plan
+    /// needs dense vectors that `docs` does not keep.
+    pub fn finish(
+        &self,
+        mut candidates: Vec<Hit>,
+        top: usize,
+        docs: &impl Forward,
+    ) -> Result<Vec<Hit>, MissingVectors> {
+        if matches!(self.rerank, Some((_, Rerank::Dense, ..))) && !docs.keeps_vectors() {
+            return Err(MissingVectors);
+        }
+        match &self.rerank {
+            Some((_, Rerank::Reconstruction, enc, q)) => {
+                // NaN marks an entry of u not computed yet (finite weights give finite dots).
+                let mut u = vec![f32::NAN; enc.hidden];
+                let mut code = Vec::new();
+                for hit in &mut candidates {
+                    code.clear();
+                    docs.code_into(hit.doc, &mut code);
+                    hit.score = code
+                        .iter()
+                        .map(|&(j, z)| {
+                            let w = &mut u[j as usize];
+                            if w.is_nan() {
+                                *w = dot(enc.atom(j as usize), q);
+                            }
+                            *w * z
+                        })
+                        .sum();
+                }
             }
-            ScoringMode::Reconstruction => self
-                .latent_weights(q)
-                .into_iter()
-                .enumerate()
-                .map(|(j, w)| (j as u32, w))
-                .collect(),
+            Some((_, Rerank::Dense, _, q)) => {
+                for hit in &mut candidates {
+                    hit.score = docs.dense_dot(hit.doc, q).ok_or(MissingVectors)?;
+                }
+            }
+            None => {}
+        }
+        if self.reranks() {
+            candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.doc.cmp(&b.doc)));
+        }
+        candidates.truncate(top);
+        Ok(candidates)
+    }
+}
+
+/// A `two-stage-dense` search over documents whose dense vectors were not kept.
+#[derive(Debug, thiserror::Error)]
+#[error("two-stage-dense re-ranks by the documents' dense vectors, and none were kept with these documents (build with --keep-vectors)")]
+pub struct MissingVectors;
+
+impl SparseEncoder {
+    /// The plan of dense query vector `q` under `mode` (`k`: the documents' code length,
+    /// used by `symmetric` without its own m and by `two-stage`'s first stage).
+    pub fn plan(&self, q: &[f32], k: usize, mode: ScoringMode) -> QueryPlan<'_> {
+        let code_terms = |m: usize| {
+            let c = self.encode_one(q, m.min(self.hidden));
+            c.ids.into_iter().zip(c.values).collect()
+        };
+        let (terms, rerank) = match mode {
+            ScoringMode::Symmetric(m) => (code_terms(m.unwrap_or(k)), None),
+            ScoringMode::TwoStage(candidates) => (
+                code_terms(k),
+                Some((candidates, Rerank::Reconstruction, self, q.to_vec())),
+            ),
+            ScoringMode::TwoStageDense(candidates) => (
+                code_terms(k),
+                Some((candidates, Rerank::Dense, self, q.to_vec())),
+            ),
+            ScoringMode::Reconstruction => (
+                self.latent_weights(q)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, w)| (j as u32, w))
+                    .collect(),
+                None,
+            ),
             ScoringMode::Projected(m) => {
                 let u = self.latent_weights(q);
                 let mut terms: SparseQuery = top_indices(&u, m)
@@ -139,9 +281,10 @@ impl SparseEncoder {
                     .filter(|t| t.1 > 0.0)
                     .collect();
                 terms.sort_unstable_by_key(|t| t.0);
-                terms
+                (terms, None)
             }
-        }
+        };
+        QueryPlan { terms, rerank }
     }
 }
 
@@ -171,11 +314,18 @@ mod tests {
             "symmetric:128",
             "reconstruction",
             "projected:16",
+            "two-stage:50",
+            "two-stage-dense:20",
         ] {
             assert_eq!(m.parse::<ScoringMode>().unwrap().to_string(), m);
         }
         assert!("projected:0".parse::<ScoringMode>().is_err());
         assert!("reconstruction:3".parse::<ScoringMode>().is_err());
+        assert!("two-stage:0".parse::<ScoringMode>().is_err());
+        assert_eq!(
+            "two-stage".parse::<ScoringMode>().unwrap(),
+            ScoringMode::TwoStage(DEFAULT_CANDIDATES)
+        );
         assert!("dense"
             .parse::<ScoringMode>()
             .unwrap_err()
@@ -190,7 +340,7 @@ mod tests {
             ids: vec![0, 2],
             values: vec![0.5, 1.5],
         };
-        let u = enc.query(&q, 3, ScoringMode::Reconstruction);
+        let u = enc.plan(&q, 3, ScoringMode::Reconstruction).terms;
         let score: f32 = u
             .iter()
             .map(|&(j, w)| {
@@ -205,7 +355,7 @@ mod tests {
         let dense = q[0] * xhat[0] + q[1] * xhat[1];
         assert!((score - dense).abs() < 1e-6);
         // Projected keeps only positive terms, at most m.
-        let p = enc.query(&q, 3, ScoringMode::Projected(2));
+        let p = enc.plan(&q, 3, ScoringMode::Projected(2)).terms;
         assert_eq!(p, vec![(0, 0.3)]);
     }
 }

@@ -14,11 +14,13 @@ use ndarray::Array2;
 pub use metrics::{evaluate, Evaluation, Metrics, Run};
 
 use crate::data::{text_lines, Dataset, Qrels};
+use crate::embed::int8::Int8Vectors;
 use crate::encoder::codes::first_non_finite;
 use crate::encoder::scoring::ScoringMode;
 use crate::encoder::SparseEncoder;
 use crate::io::write_atomic;
-use crate::search::{dense::FlatIndex, sparse::SparseIndex, Hit};
+use crate::search::sparse::{RowDocs, SparseIndex};
+use crate::search::{dense::FlatIndex, Hit};
 use rayon::prelude::*;
 
 /// Documents retrieved per query for evaluation (Recall@100 needs 100).
@@ -165,23 +167,65 @@ pub fn sparse_exact_modes(
         );
     }
     let index = SparseIndex::new(&codes, encoder.hidden);
+    let vectors = Int8Vectors::quantize(&rows(corpus), corpus.ncols())?;
+    let docs = RowDocs {
+        codes: &codes,
+        vectors: Some(&vectors),
+    };
     let q = rows(queries);
     let d = encoder.dim;
     modes
         .iter()
         .map(|&mode| {
-            let hits: Vec<Vec<Hit>> = (0..queries.nrows())
-                .into_par_iter()
-                .map(|i| index.search(&encoder.query(&q[i * d..(i + 1) * d], k, mode), EVAL_DEPTH))
-                .collect();
-            score_hits(
+            let search = |top: usize| -> Vec<Vec<Hit>> {
+                (0..queries.nrows())
+                    .into_par_iter()
+                    .map(|i| {
+                        let plan = encoder.plan(&q[i * d..(i + 1) * d], k, mode);
+                        let candidates = index.search(&plan.terms, plan.depth(top));
+                        plan.finish(candidates, top, &docs)
+                            .expect("the corpus vectors are kept")
+                    })
+                    .collect()
+            };
+            score_at_depths(
                 dataset,
-                &hits,
+                mode,
+                search,
                 |d| corpus_id(dataset, d),
                 ignore_identical_ids,
             )
         })
         .collect()
+}
+
+/// Scores a search the way a user meets it: NDCG@10 and MRR@10 from the top 10 it
+/// returns, Recall@100 (and the run) from its top 100. A single-stage search's top 10 are
+/// the first 10 of its top 100, so one search serves both; a two-stage search re-ranks the
+/// top max(R, hits asked for), so its top 10 are searched on their own. `search(top)`
+/// gives every query's hits.
+pub(crate) fn score_at_depths<'a>(
+    dataset: &Dataset,
+    mode: ScoringMode,
+    search: impl Fn(usize) -> Vec<Vec<Hit>>,
+    id_of: impl Fn(u32) -> &'a str + Copy,
+    ignore_identical_ids: bool,
+) -> Result<(Evaluation, Run)> {
+    let (mut deep, run) = score_hits(dataset, &search(EVAL_DEPTH), id_of, ignore_identical_ids)?;
+    if matches!(
+        mode,
+        ScoringMode::TwoStage(_) | ScoringMode::TwoStageDense(_)
+    ) {
+        let (at10, _) = score_hits(dataset, &search(10), id_of, ignore_identical_ids)?;
+        for (qid, m) in deep.per_query.iter_mut() {
+            let top = &at10.per_query[qid];
+            m.ndcg_at_10 = top.ndcg_at_10;
+            m.mrr_at_10 = top.mrr_at_10;
+        }
+        deep.mean.ndcg_at_10 = at10.mean.ndcg_at_10;
+        deep.mean.mrr_at_10 = at10.mean.mrr_at_10;
+    }
+    Ok((deep, run))
 }
 
 /// The external id of corpus row `row`: how the in-memory engines, which number documents

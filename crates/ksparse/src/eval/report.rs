@@ -8,15 +8,17 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use ndarray::{Array2, ArrayView1};
+use rayon::prelude::*;
 use serde::Serialize;
 
 use super::plot::{Chart, Series};
-use super::{score_hits, Metrics, Scorer, EVAL_DEPTH};
+use super::{score_at_depths, score_hits, Metrics, Scorer, EVAL_DEPTH};
 use crate::base::stopwatch::{latencies, timed};
 use crate::base::Hit;
 use crate::data::Dataset;
+use crate::embed::int8::Int8Vectors;
 use crate::encoder::codes::first_non_finite;
-use crate::encoder::scoring::{mode_family, ModeSpec};
+use crate::encoder::scoring::{mode_family, ModeSpec, ScoringMode};
 use crate::encoder::SparseEncoder;
 use crate::index::{self, Index};
 use crate::io::write_atomic;
@@ -75,7 +77,7 @@ pub struct SparseRow {
     pub p50_ms: f64,
     /// 99th percentile, ms.
     pub p99_ms: f64,
-    /// Index files, bytes.
+    /// Index files, bytes (for `two-stage-dense`, plus the int8 vectors it re-ranks by).
     pub bytes: usize,
     /// Encoder training time, seconds (as recorded when the encoder came from a cache).
     pub train_s: f64,
@@ -173,6 +175,7 @@ pub fn run(
 
     let data = corpus.as_standard_layout();
     let data = data.as_slice().expect("standard layout");
+    let vectors = Int8Vectors::quantize(data, corpus.ncols())?;
     let mut sparse = Vec::new();
     let supervision: &[bool] = if opts.supervised {
         &[false, true]
@@ -193,24 +196,40 @@ pub fn run(
                 }
                 index::build(&dir, &codes, &dataset.corpus.ids, enc.hidden)?;
                 let idx = Index::open(&dir)?;
+                // The corpus vectors in the index's document order, for two-stage-dense.
+                let vectors = vectors.reorder(&idx.rows_in(&dataset.corpus.ids)?);
                 for spec in &opts.modes {
                     let mode = spec.at(k);
-                    let sq: Vec<Vec<(u32, f32)>> =
-                        q.iter().map(|v| enc.query(v, k, mode)).collect();
-                    let deep = idx.search_batch(&sq, EVAL_DEPTH, 0)?;
+                    let plans: Vec<_> = q.iter().map(|v| enc.plan(v, k, mode)).collect();
+                    let search = |top: usize| -> Vec<Vec<Hit>> {
+                        plans
+                            .par_iter()
+                            .map(|p| {
+                                idx.search_plan(p, top, Some(&vectors))
+                                    .expect("queries come from the index's encoder")
+                            })
+                            .collect()
+                    };
+                    let (evaluation, _) =
+                        score_at_depths(dataset, mode, search, |d| idx.id(d), false)?;
                     let (p50, p99, _) = latencies(nq, |i| {
-                        idx.search(&sq[i], LATENCY_TOP, 0)
+                        idx.search_plan(&plans[i], LATENCY_TOP, Some(&vectors))
                             .expect("queries come from the index's encoder")
                     });
+                    let kept = if matches!(mode, ScoringMode::TwoStageDense(_)) {
+                        vectors.bytes()
+                    } else {
+                        0
+                    };
                     let row = SparseRow {
                         k,
                         hidden,
                         supervised,
                         mode: mode.to_string(),
-                        metrics: mean_metrics(dataset, &deep, |d| idx.id(d))?,
+                        metrics: evaluation.mean,
                         p50_ms: p50,
                         p99_ms: p99,
-                        bytes: idx.stats().file_bytes,
+                        bytes: idx.stats().file_bytes + kept,
                         train_s,
                     };
                     tracing::info!(hidden, k, supervised, mode = %row.mode, ndcg10 = row.metrics.ndcg_at_10, p50_ms = row.p50_ms, "sparse");
@@ -238,7 +257,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mb = |b: usize| format!("{:.1}", b as f64 / 1e6);
         let mut md = format!(
-            "# ksparse eval: {} ({} documents, {} queries), {}\n\nLatency: one top-{LATENCY_TOP} search at a time on one thread. Sparse rows are scored by {}; their bytes are its files. Dense bytes are the f32 vectors; HNSW's add its graph's links, 4 bytes each.\n\n\
+            "# ksparse eval: {} ({} documents, {} queries), {}\n\nLatency: one top-{LATENCY_TOP} search at a time on one thread. Sparse rows are scored by {}; their bytes are its files (two-stage-dense rows add the int8 vectors they re-rank by). Dense bytes are the f32 vectors; HNSW's add its graph's links, 4 bytes each.\n\n\
              | engine | NDCG@10 | Recall@100 | MRR@10 | p50 ms | p99 ms | MB | build / train s |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
             self.dataset, self.documents, self.queries, self.model, self.scorer
         );
@@ -328,7 +347,12 @@ impl Report {
             references: Vec::new(),
         };
         let mut by_width: Vec<Series> = Vec::new();
-        for r in &self.sparse {
+        // The index's size; two-stage-dense rows add the kept vectors to it.
+        for r in self
+            .sparse
+            .iter()
+            .filter(|r| !r.mode.starts_with("two-stage-dense"))
+        {
             let name = format!("sparse index, h={}", r.hidden);
             let point = (r.k as f64, r.bytes as f64 / 1e6);
             match by_width.iter_mut().find(|s| s.name == name) {

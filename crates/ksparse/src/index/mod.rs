@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::Hit;
 use crate::base::SparseCode;
+use crate::embed::int8::Int8Vectors;
+use crate::encoder::scoring::{Forward, QueryPlan};
 use crate::io::{
     read_json_checked, write_atomic, write_dir_atomic, write_json_checked, FolderKind, IoError,
 };
@@ -354,6 +356,49 @@ impl Index {
         Ok(hits)
     }
 
+    /// The top `top` documents for a query plan ([`QueryPlan`]): the index's exact top
+    /// [`QueryPlan::depth`] for its terms, finished by the plan (two-stage re-ranks them by
+    /// their exact codes from the forward index, or by `vectors`: the documents' dense
+    /// vectors in this index's document order).
+    pub fn search_plan(
+        &self,
+        plan: &QueryPlan,
+        top: usize,
+        vectors: Option<&Int8Vectors>,
+    ) -> Result<Vec<Hit>> {
+        if let Some(v) = vectors {
+            if v.len() != self.len() {
+                bail!(
+                    "{} dense vectors kept for an index of {} documents: they belong to another version of it",
+                    v.len(),
+                    self.len()
+                );
+            }
+            if plan.reranks() && v.dim() != plan.dim() {
+                bail!(
+                    "the kept vectors have {} dimensions, the queries {}",
+                    v.dim(),
+                    plan.dim()
+                );
+            }
+        }
+        let candidates = self.search(&plan.terms, plan.depth(top), 0)?;
+        Ok(plan.finish(
+            candidates,
+            top,
+            &IndexDocs {
+                index: self,
+                vectors,
+            },
+        )?)
+    }
+
+    /// Document `doc`'s exact code (latent, value pairs, latents ascending) into `out`.
+    pub fn code_into(&self, doc: u32, out: &mut Vec<(u32, f32)>) {
+        let (s, local) = self.locate(doc);
+        out.extend(self.segments[s].forward(local));
+    }
+
     /// [`Index::search`] for many queries, spread over the thread pool; results in query
     /// order.
     pub fn search_batch(
@@ -371,8 +416,8 @@ impl Index {
 
     /// Σ weight · value over the query terms with the exact f32 code of `doc`.
     pub fn exact_score(&self, query: &[(u32, f32)], doc: u32) -> f32 {
-        let (s, local) = self.locate(doc);
-        let code: Vec<(u32, f32)> = self.segments[s].forward(local).collect();
+        let mut code = Vec::new();
+        self.code_into(doc, &mut code);
         query
             .iter()
             .map(|&(j, w)| {
@@ -418,6 +463,29 @@ impl Index {
             },
             latent_usage: Histogram::of(&usage),
         }
+    }
+}
+
+/// An index's documents as a second stage reads them: codes from its forward index, and
+/// dense vectors (in its document order) where kept.
+pub struct IndexDocs<'a> {
+    /// The index.
+    pub index: &'a Index,
+    /// Its documents' dense vectors, if kept.
+    pub vectors: Option<&'a Int8Vectors>,
+}
+
+impl Forward for IndexDocs<'_> {
+    fn code_into(&self, doc: u32, out: &mut Vec<(u32, f32)>) {
+        self.index.code_into(doc, out)
+    }
+
+    fn dense_dot(&self, doc: u32, q: &[f32]) -> Option<f32> {
+        self.vectors.map(|v| v.dot(doc as usize, q))
+    }
+
+    fn keeps_vectors(&self) -> bool {
+        self.vectors.is_some()
     }
 }
 
@@ -1066,5 +1134,96 @@ mod tests {
             .err()
             .expect("a broken commit file is refused");
         assert!(err.to_string().contains("meta.json"));
+    }
+
+    #[test]
+    fn two_stage_equals_brute_force() {
+        use crate::encoder::scoring::ScoringMode;
+        use crate::encoder::SparseEncoder;
+        let (d, hidden, k, n) = (16, 96, 6, 1500);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut gauss =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect() };
+        let enc = SparseEncoder {
+            dim: d,
+            hidden,
+            w_enc: gauss(hidden * d),
+            b_enc: gauss(hidden).iter().map(|b| b * 0.1).collect(),
+            w_dec: gauss(hidden * d),
+            b_pre: vec![0.0; d],
+        };
+        let x = gauss(n * d);
+        let codes = enc.encode(&x, n, k);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("idx");
+        // Two segments and tombstones: rows cross segment boundaries.
+        build(&path, &codes[..900], &ids(n)[..900], hidden).unwrap();
+        writer::add(&path, &codes[900..], &ids(n)[900..], hidden).unwrap();
+        let gone: Vec<String> = ids(n).into_iter().step_by(7).collect();
+        writer::delete(&path, &gone).unwrap();
+        let idx = Index::open(&path).unwrap();
+        let rows = idx.rows_in(&ids(n)).unwrap();
+        let by_row = Int8Vectors::quantize(&x, d).unwrap();
+        let vectors = by_row.reorder(&rows);
+        let code_of = |doc: u32| &codes[rows[doc as usize] as usize];
+        for case in 0..24 {
+            let q = gauss(d);
+            let candidates = [1, 10, 50, n][case % 4];
+            let plan = enc.plan(&q, k, ScoringMode::TwoStage(candidates));
+            assert!(plan.reranks());
+            let found = idx.search_plan(&plan, 10, None).unwrap();
+            // Brute force: every document's symmetric score, the top R, each scored by the
+            // full u = W_decᵀ q over its exact code, sorted.
+            let u = enc.latent_weights(&q);
+            // The re-ranked set is the top max(R, 10): a search never answers with fewer
+            // hits than asked for.
+            let depth = candidates.max(10);
+            let mut want: Vec<Hit> = query::search_brute_force(&idx, &plan.terms, depth)
+                .into_iter()
+                .map(|h| {
+                    let c = code_of(h.doc);
+                    let score = c
+                        .ids
+                        .iter()
+                        .zip(&c.values)
+                        .map(|(&j, &z)| u[j as usize] * z)
+                        .sum();
+                    Hit { doc: h.doc, score }
+                })
+                .collect();
+            want.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.doc.cmp(&b.doc)));
+            want.truncate(10);
+            assert_eq!(found.len(), want.len().min(10), "case {case}");
+            for (f, w) in found.iter().zip(&want) {
+                assert_eq!(f.doc, w.doc, "case {case}: {found:?} vs {want:?}");
+                assert!((f.score - w.score).abs() <= 1e-4 * w.score.abs().max(1.0));
+            }
+            // Re-ranked by the kept int8 vectors instead: the same candidates, each scored
+            // by its own vector's dot product with q.
+            let plan = enc.plan(&q, k, ScoringMode::TwoStageDense(candidates));
+            let found = idx.search_plan(&plan, 10, Some(&vectors)).unwrap();
+            let mut want: Vec<Hit> = query::search_brute_force(&idx, &plan.terms, depth)
+                .into_iter()
+                .map(|h| Hit {
+                    doc: h.doc,
+                    score: by_row.dot(rows[h.doc as usize] as usize, &q),
+                })
+                .collect();
+            want.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.doc.cmp(&b.doc)));
+            want.truncate(10);
+            assert_eq!(found, want, "case {case}");
+            let e = idx.search_plan(&plan, 10, None).unwrap_err().to_string();
+            assert!(e.contains("dense vectors"), "{e}");
+        }
+        let other = Int8Vectors::quantize(&x[..10 * d], d).unwrap();
+        let plan = enc.plan(&x[..d], k, ScoringMode::TwoStageDense(5));
+        let e = idx
+            .search_plan(&plan, 10, Some(&other))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("10 dense vectors kept for an index of 1500"),
+            "{e}"
+        );
     }
 }

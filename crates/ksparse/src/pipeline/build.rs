@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 use super::{embed_through_cache, train_encoder, ModelError, Progress};
 use crate::data::read_texts;
 use crate::embed::cache::cache_key;
+use crate::embed::int8::Int8Vectors;
 use crate::embed::Embedder;
 use crate::encoder::train::{recorded_seconds, Pairs, TrainConfig, TrainData};
 use crate::encoder::{check_k, EncoderConfig, SparseEncoder, CONFIG_FILE, WEIGHTS_FILE};
@@ -25,6 +26,8 @@ pub const MANIFEST_FILE: &str = "ksparse.json";
 pub(super) const FORMAT: u32 = 1;
 /// The documents' ids, titles and texts inside a search folder, one JSON object a line.
 pub(super) const DOCS_FILE: &str = "docs.jsonl";
+/// The documents' dense vectors, int8, in the index's document order (`--keep-vectors`).
+pub(super) const VECTORS_FILE: &str = "vectors.i8";
 
 /// What a search folder was built from (`ksparse.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -54,6 +57,13 @@ pub struct Manifest {
     /// SHA-256 of `docs.jsonl` (absent in folders built before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docs_sha256: Option<String>,
+    /// SHA-256 of `vectors.i8`, when the documents' dense vectors were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vectors_sha256: Option<String>,
+    /// The index commit the kept vectors are numbered for (any later change to the index
+    /// renumbers its documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vectors_generation: Option<u64>,
 }
 
 /// Search folders, as [`write_dir_atomic`] knows them.
@@ -70,7 +80,9 @@ pub struct BuildOptions<'a> {
     pub output: &'a Path,
     /// A trained encoder to use instead of training one on the corpus.
     pub encoder: Option<&'a Path>,
-    /// Training settings when no encoder is given.
+    /// Training settings when no encoder is given. With `losses.distill` > 0 the encoder
+    /// also learns the dense model's scores on pseudo-queries cut from the corpus
+    /// ([`super::pseudo_query_pairs`]).
     pub train: TrainConfig,
     /// Code length of the documents (default: the encoder's k).
     pub k: Option<usize>,
@@ -80,6 +92,9 @@ pub struct BuildOptions<'a> {
     pub batch_size: usize,
     /// Whether to wait for another writer of an existing output folder.
     pub wait: Wait,
+    /// Keep the documents' dense vectors (int8, one byte per dimension) for the
+    /// `two-stage-dense` scoring mode.
+    pub keep_vectors: bool,
 }
 
 /// SHA-256 over a model folder's configuration, tokenizer and weights (each file's name,
@@ -102,6 +117,12 @@ pub fn model_fingerprint(dir: &Path) -> Result<String> {
 /// SHA-256 of an encoder folder's config and weights.
 pub(super) fn encoder_fingerprint(dir: &Path) -> Result<String> {
     fingerprint(dir, &[CONFIG_FILE, WEIGHTS_FILE])
+}
+
+/// SHA-256 of one file's bytes, as hex.
+pub(super) fn file_sha256(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
 }
 
 fn fingerprint(dir: &Path, names: &[&str]) -> Result<String> {
@@ -169,12 +190,32 @@ pub fn build(
             (enc, config)
         }
         None => {
+            let mut key = cache_key(embedder, &texts)?;
+            let mut cfg = opts.train.clone();
+            let pairs = if cfg.losses.distill > 0.0 {
+                let found = super::pseudo_query_pairs(
+                    embedder,
+                    &texts,
+                    &vectors,
+                    (&opts.cache.join("embeddings"), opts.batch_size, cfg.seed),
+                    progress,
+                )?;
+                if found.is_none() {
+                    cfg.losses.distill = 0.0;
+                }
+                found.map(|(pairs, pairs_key)| {
+                    key += &pairs_key;
+                    pairs
+                })
+            } else {
+                None
+            };
             let (enc, config, _) = train_cached(
                 opts.cache,
-                &cache_key(embedder, &texts)?,
+                &key,
                 &vectors,
-                None,
-                &opts.train,
+                pairs.as_ref(),
+                &cfg,
                 (&opts.corpus.display().to_string(), n),
                 progress,
             )?;
@@ -202,9 +243,21 @@ pub fn build(
         documents: n,
         corpus: opts.corpus.display().to_string(),
         docs_sha256: None,
+        vectors_sha256: None,
+        vectors_generation: None,
     };
     write_dir_atomic(opts.output, &FOLDER, |dir| {
         index::build(&dir.join("index"), &codes, &texts.ids, encoder.hidden)?;
+        if opts.keep_vectors {
+            let index = index::Index::open(&dir.join("index"))?;
+            let order = index.rows_in(&texts.ids)?;
+            manifest.vectors_generation = Some(index.meta.generation);
+            let path = dir.join(VECTORS_FILE);
+            Int8Vectors::quantize(data.as_slice().expect("standard layout"), encoder.dim)?
+                .reorder(&order)
+                .write(&path)?;
+            manifest.vectors_sha256 = Some(file_sha256(&path)?);
+        }
         let enc_dir = dir.join("encoder");
         encoder.save(&enc_dir, &config)?;
         manifest.encoder_sha256 = encoder_fingerprint(&enc_dir)?;

@@ -5,13 +5,14 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use ndarray::Array2;
 
 use super::{embed_texts, embed_through_cache, train_cached, Progress};
 use crate::data::{find_file, read_texts, Dataset, Texts};
 use crate::embed::cache::cache_key;
 use crate::embed::Embedder;
 use crate::encoder::scoring::{ModeSpec, ScoringMode};
-use crate::encoder::train::{Pairs, TrainConfig, SUPERVISED_NCE_WEIGHT};
+use crate::encoder::train::{Pairs, TrainConfig, PSEUDO_DISTILL_WEIGHT, SUPERVISED_NCE_WEIGHT};
 use crate::encoder::{check_k, Hidden, SparseEncoder};
 use crate::eval::report::{self, Report};
 use crate::eval::{self, Evaluation};
@@ -44,6 +45,9 @@ pub struct EvalOptions<'a> {
     /// Also train each encoder with InfoNCE on (query, relevant document) pairs from the
     /// dataset's training qrels, reported as supervised rows.
     pub supervised: bool,
+    /// Unsupervised encoders also learn the dense model's scores on pseudo-queries cut
+    /// from their training corpora (`losses.distill`, [`super::pseudo_query_pairs`]).
+    pub pseudo_queries: bool,
     /// Cache folder for embeddings and encoders.
     pub cache: &'a Path,
     /// Texts per embedding batch.
@@ -81,20 +85,51 @@ pub fn evaluate(
     };
     let corpus = embed(&ds.corpus, "corpus")?;
     let queries = embed(&ds.queries, "queries")?;
-    // Training vectors: the evaluated corpus, or the corpora of `train_on`.
-    let (train_vectors, data_key, source) = if opts.train_on.is_empty() {
+    // Pseudo-query pairs of one training corpus, when asked for.
+    let pseudo = |texts: &Texts, vectors: &Array2<f32>| -> Result<Option<(Pairs, String)>> {
+        if !opts.pseudo_queries {
+            return Ok(None);
+        }
+        super::pseudo_query_pairs(
+            embedder,
+            texts,
+            vectors,
+            (&embeddings, opts.batch_size, opts.seed),
+            progress,
+        )
+    };
+    // Training vectors: the evaluated corpus, or the corpora of `train_on`; with their
+    // pseudo-query pairs.
+    let (train_vectors, data_key, source, pseudo_pairs) = if opts.train_on.is_empty() {
         (
             corpus.clone(),
             cache_key(embedder, &ds.corpus)?,
             opts.dataset.display().to_string(),
+            pseudo(&ds.corpus, &corpus)?,
         )
     } else {
         let mut parts = Vec::new();
         let mut keys = String::new();
+        let mut joined: Option<(Pairs, String)> = None;
         for dir in opts.train_on {
             let texts = read_texts(&find_file(dir, "corpus.jsonl")?)?;
             keys += &cache_key(embedder, &texts)?;
-            parts.push(embed(&texts, "training corpus")?);
+            let vectors = embed(&texts, "training corpus")?;
+            if let Some((p, key)) = pseudo(&texts, &vectors)? {
+                let (all, all_key) = joined.get_or_insert_with(|| {
+                    (
+                        Pairs {
+                            queries: Vec::new(),
+                            docs: Vec::new(),
+                        },
+                        String::new(),
+                    )
+                });
+                all.queries.extend(p.queries);
+                all.docs.extend(p.docs);
+                *all_key += &key;
+            }
+            parts.push(vectors);
         }
         let views: Vec<_> = parts.iter().map(|m| m.view()).collect();
         let names: Vec<String> = opts
@@ -106,6 +141,7 @@ pub fn evaluate(
             ndarray::concatenate(ndarray::Axis(0), &views)?,
             keys,
             names.join(","),
+            joined,
         )
     };
     // Training pairs for the supervised rows: the training split's judged queries.
@@ -140,11 +176,15 @@ pub fn evaluate(
             seed: opts.seed,
             ..TrainConfig::default()
         };
-        let (pairs, key) = match (&pairs, supervised) {
-            (Some((p, qkey)), true) => {
+        let (pairs, key) = match (&pairs, supervised, &pseudo_pairs) {
+            (Some((p, qkey)), true, _) => {
                 cfg.losses.nce = SUPERVISED_NCE_WEIGHT;
                 cfg.epochs = opts.supervised_epochs;
                 (Some(p), format!("{data_key}+pairs:{qkey}"))
+            }
+            (_, false, Some((p, pkey))) => {
+                cfg.losses.distill = PSEUDO_DISTILL_WEIGHT;
+                (Some(p), format!("{data_key}+{pkey}"))
             }
             _ => (None, data_key.clone()),
         };

@@ -7,6 +7,32 @@
 
 use crate::base::SparseCode;
 use crate::base::{top_k, Hit};
+use crate::embed::int8::Int8Vectors;
+use crate::encoder::scoring::Forward;
+
+/// Documents held in memory, numbered by row, as a second stage reads them: their codes
+/// and, where kept, their dense vectors.
+pub struct RowDocs<'a> {
+    /// Codes by row.
+    pub codes: &'a [SparseCode],
+    /// Dense vectors by row, if kept.
+    pub vectors: Option<&'a Int8Vectors>,
+}
+
+impl Forward for RowDocs<'_> {
+    fn code_into(&self, doc: u32, out: &mut Vec<(u32, f32)>) {
+        let c = &self.codes[doc as usize];
+        out.extend(c.ids.iter().copied().zip(c.values.iter().copied()));
+    }
+
+    fn dense_dot(&self, doc: u32, q: &[f32]) -> Option<f32> {
+        self.vectors.map(|v| v.dot(doc as usize, q))
+    }
+
+    fn keeps_vectors(&self) -> bool {
+        self.vectors.is_some()
+    }
+}
 
 /// Posting lists of document codes: for each latent, (document row, value) in row order.
 pub struct SparseIndex {
