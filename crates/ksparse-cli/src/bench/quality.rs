@@ -522,21 +522,9 @@ pub fn run(
             .iter()
             .flat_map(|l| flat(&l.vectors.corpus))
             .collect();
-        let pseudo = main.needs_pseudo_queries().then(|| Pairs {
-            queries: loaded
-                .iter()
-                .flat_map(|l| {
-                    l.pseudo
-                        .as_ref()
-                        .map_or(&[][..], |p| &p.queries[..])
-                        .to_vec()
-                })
-                .collect(),
-            docs: loaded
-                .iter()
-                .flat_map(|l| l.pseudo.as_ref().map_or(&[][..], |p| &p.docs[..]).to_vec())
-                .collect(),
-        });
+        let pseudo = main
+            .needs_pseudo_queries()
+            .then(|| Pairs::concat(loaded.iter().filter_map(|l| l.pseudo.as_ref())));
         let mut losses = opts.losses[0].weights();
         main.apply(&mut losses, &opts.pseudo);
         let (enc, train_s) = train_one(
@@ -624,6 +612,18 @@ impl Report {
         ks.dedup();
         let pct =
             |r: &SparseRow| format!("{:.4} ({:.1} %)", r.metrics.ndcg_at_10, 100.0 * r.retention);
+        // The mean over the datasets' rows, or "–" unless every dataset has one.
+        let mean_cell = |rows: &[&SparseRow]| -> String {
+            if rows.len() != names.len() {
+                return "–".into();
+            }
+            let n = rows.len() as f64;
+            format!(
+                "{:.4} ({:.1} %)",
+                rows.iter().map(|r| r.metrics.ndcg_at_10).sum::<f64>() / n,
+                100.0 * rows.iter().map(|r| r.retention).sum::<f64>() / n
+            )
+        };
         let mut md = format!(
             "# ksparse bench quality\n\nModel {}, split `{}`, {} training epochs per encoder, \
              training signal `{main_signal}` unless a table says otherwise. NDCG@10 and, in \
@@ -662,16 +662,7 @@ impl Report {
                         .iter()
                         .filter(|r| unsup_self(r) && r.k == k && mode_family(&r.mode, r.k) == fam)
                         .collect();
-                    md += &if rows.len() == names.len() {
-                        let n = rows.len() as f64;
-                        format!(
-                            " {:.4} ({:.1} %) |",
-                            rows.iter().map(|r| r.metrics.ndcg_at_10).sum::<f64>() / n,
-                            100.0 * rows.iter().map(|r| r.retention).sum::<f64>() / n
-                        )
-                    } else {
-                        " – |".to_string()
-                    };
+                    md += &format!(" {} |", mean_cell(&rows));
                 }
                 md += "\n";
             }
@@ -771,22 +762,13 @@ impl Report {
                             .find(|(x, r)| *x == l && r.mode == mode && r.dataset == *n)
                         {
                             Some((_, r)) => {
-                                got.push(r);
+                                got.push(*r);
                                 t += &format!(" {} |", pct(r));
                             }
                             None => t += " – |",
                         }
                     }
-                    t += &if got.len() == names.len() {
-                        let n = got.len() as f64;
-                        format!(
-                            " {:.4} ({:.1} %) |\n",
-                            got.iter().map(|r| r.metrics.ndcg_at_10).sum::<f64>() / n,
-                            100.0 * got.iter().map(|r| r.retention).sum::<f64>() / n
-                        )
-                    } else {
-                        " – |\n".to_string()
-                    };
+                    t += &format!(" {} |\n", mean_cell(&got));
                 }
                 t
             };

@@ -371,7 +371,7 @@ pub fn run(
                             p99_ms: p99,
                             qps,
                             bytes: idx.stats().file_bytes
-                                + if matches!(mode, ScoringMode::TwoStageDense(_)) {
+                                + if mode.uses_vectors() {
                                     by_doc.bytes()
                                 } else {
                                     0

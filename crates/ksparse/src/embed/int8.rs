@@ -133,6 +133,12 @@ impl Int8Vectors {
     /// checksum and scales.
     pub fn read(path: &Path) -> Result<Self> {
         let b = std::fs::read(path).map_err(|e| IoError::at(path, "cannot read", e))?;
+        Self::from_bytes(&b, path)
+    }
+
+    /// [`read`](Self::read) over a file's bytes already in memory (`path` names it in
+    /// errors): for a caller that also checksums them.
+    pub fn from_bytes(b: &[u8], path: &Path) -> Result<Self> {
         let bad = |why: String| anyhow::anyhow!("{}: {why}", path.display());
         if b.len() < HEADER + 4 || &b[..4] != MAGIC {
             return Err(bad("not a ksparse int8 vectors file".into()));

@@ -80,6 +80,22 @@ impl FromStr for ScoringMode {
     }
 }
 
+impl ScoringMode {
+    /// Two-stage modes: the candidates they re-rank (R); `None` for single-stage modes.
+    pub fn candidates(self) -> Option<usize> {
+        match self {
+            Self::TwoStage(r) | Self::TwoStageDense(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Whether the mode re-ranks by the documents' kept dense vectors (so they count among
+    /// the bytes it searches).
+    pub fn uses_vectors(self) -> bool {
+        matches!(self, Self::TwoStageDense(_))
+    }
+}
+
 impl fmt::Display for ScoringMode {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
@@ -326,6 +342,11 @@ mod tests {
             "two-stage".parse::<ScoringMode>().unwrap(),
             ScoringMode::TwoStage(DEFAULT_CANDIDATES)
         );
+        let two_stage = |s: &str| s.parse::<ScoringMode>().unwrap();
+        assert_eq!(two_stage("two-stage-dense:20").candidates(), Some(20));
+        assert_eq!(two_stage("symmetric:64").candidates(), None);
+        assert!(two_stage("two-stage-dense").uses_vectors());
+        assert!(!two_stage("two-stage:5").uses_vectors());
         assert!("dense"
             .parse::<ScoringMode>()
             .unwrap_err()

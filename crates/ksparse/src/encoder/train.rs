@@ -288,6 +288,19 @@ impl Pairs {
         })
     }
 
+    /// The pairs of `parts` one after the other (training on several corpora at once).
+    pub fn concat<'a>(parts: impl IntoIterator<Item = &'a Pairs>) -> Self {
+        let mut all = Self {
+            queries: Vec::new(),
+            docs: Vec::new(),
+        };
+        for p in parts {
+            all.queries.extend_from_slice(&p.queries);
+            all.docs.extend_from_slice(&p.docs);
+        }
+        all
+    }
+
     /// Number of pairs, given the vector dimension.
     pub fn len(&self, dim: usize) -> usize {
         self.queries.len() / dim.max(1)

@@ -159,7 +159,8 @@ pub fn sparse_exact_modes(
         );
     }
     let rows = |m: &Array2<f32>| m.as_standard_layout().iter().copied().collect::<Vec<f32>>();
-    let codes = encoder.encode(&rows(corpus), corpus.nrows(), k);
+    let corpus_rows = rows(corpus);
+    let codes = encoder.encode(&corpus_rows, corpus.nrows(), k);
     if let Some(row) = first_non_finite(&codes) {
         bail!(
             "document {:?} (corpus row {row}) encodes to an infinite or NaN value (overflow: its vector is too large)",
@@ -167,7 +168,8 @@ pub fn sparse_exact_modes(
         );
     }
     let index = SparseIndex::new(&codes, encoder.hidden);
-    let vectors = Int8Vectors::quantize(&rows(corpus), corpus.ncols())?;
+    let vectors = Int8Vectors::quantize(&corpus_rows, corpus.ncols())?;
+    drop(corpus_rows);
     let docs = RowDocs {
         codes: &codes,
         vectors: Some(&vectors),
@@ -201,9 +203,9 @@ pub fn sparse_exact_modes(
 
 /// Scores a search the way a user meets it: NDCG@10 and MRR@10 from the top 10 it
 /// returns, Recall@100 (and the run) from its top 100. A single-stage search's top 10 are
-/// the first 10 of its top 100, so one search serves both; a two-stage search re-ranks the
-/// top max(R, hits asked for), so its top 10 are searched on their own. `search(top)`
-/// gives every query's hits.
+/// the first 10 of its top 100, so one search serves both, as it does for a two-stage
+/// search with R ≥ 100; one with R < 100 re-ranks the top max(R, hits asked for), so its
+/// top 10 are searched on their own. `search(top)` gives every query's hits.
 pub(crate) fn score_at_depths<'a>(
     dataset: &Dataset,
     mode: ScoringMode,
@@ -212,10 +214,7 @@ pub(crate) fn score_at_depths<'a>(
     ignore_identical_ids: bool,
 ) -> Result<(Evaluation, Run)> {
     let (mut deep, run) = score_hits(dataset, &search(EVAL_DEPTH), id_of, ignore_identical_ids)?;
-    if matches!(
-        mode,
-        ScoringMode::TwoStage(_) | ScoringMode::TwoStageDense(_)
-    ) {
+    if mode.candidates().is_some_and(|r| r < EVAL_DEPTH) {
         let (at10, _) = score_hits(dataset, &search(10), id_of, ignore_identical_ids)?;
         for (qid, m) in deep.per_query.iter_mut() {
             let top = &at10.per_query[qid];

@@ -18,7 +18,7 @@ use crate::base::Hit;
 use crate::data::Dataset;
 use crate::embed::int8::Int8Vectors;
 use crate::encoder::codes::first_non_finite;
-use crate::encoder::scoring::{mode_family, ModeSpec, ScoringMode};
+use crate::encoder::scoring::{mode_family, ModeSpec};
 use crate::encoder::SparseEncoder;
 use crate::index::{self, Index};
 use crate::io::write_atomic;
@@ -216,7 +216,7 @@ pub fn run(
                         idx.search_plan(&plans[i], LATENCY_TOP, Some(&vectors))
                             .expect("queries come from the index's encoder")
                     });
-                    let kept = if matches!(mode, ScoringMode::TwoStageDense(_)) {
+                    let kept = if mode.uses_vectors() {
                         vectors.bytes()
                     } else {
                         0

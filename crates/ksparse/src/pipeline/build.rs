@@ -120,7 +120,7 @@ pub(super) fn encoder_fingerprint(dir: &Path) -> Result<String> {
 }
 
 /// SHA-256 of one file's bytes, as hex.
-pub(super) fn file_sha256(path: &Path) -> Result<String> {
+fn file_sha256(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(format!("{:x}", Sha256::digest(&bytes)))
 }

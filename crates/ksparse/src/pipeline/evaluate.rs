@@ -110,27 +110,23 @@ pub fn evaluate(
     } else {
         let mut parts = Vec::new();
         let mut keys = String::new();
-        let mut joined: Option<(Pairs, String)> = None;
+        let mut pseudo_parts: Vec<(Pairs, String)> = Vec::new();
         for dir in opts.train_on {
             let texts = read_texts(&find_file(dir, "corpus.jsonl")?)?;
             keys += &cache_key(embedder, &texts)?;
             let vectors = embed(&texts, "training corpus")?;
-            if let Some((p, key)) = pseudo(&texts, &vectors)? {
-                let (all, all_key) = joined.get_or_insert_with(|| {
-                    (
-                        Pairs {
-                            queries: Vec::new(),
-                            docs: Vec::new(),
-                        },
-                        String::new(),
-                    )
-                });
-                all.queries.extend(p.queries);
-                all.docs.extend(p.docs);
-                *all_key += &key;
-            }
+            pseudo_parts.extend(pseudo(&texts, &vectors)?);
             parts.push(vectors);
         }
+        let joined = (!pseudo_parts.is_empty()).then(|| {
+            (
+                Pairs::concat(pseudo_parts.iter().map(|p| &p.0)),
+                pseudo_parts
+                    .iter()
+                    .map(|p| p.1.as_str())
+                    .collect::<String>(),
+            )
+        });
         let views: Vec<_> = parts.iter().map(|m| m.view()).collect();
         let names: Vec<String> = opts
             .train_on

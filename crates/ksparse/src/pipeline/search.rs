@@ -9,9 +9,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::build::{
-    encoder_fingerprint, file_sha256, model_fingerprint, DOCS_FILE, FORMAT, VECTORS_FILE,
-};
+use super::build::{encoder_fingerprint, model_fingerprint, DOCS_FILE, FORMAT, VECTORS_FILE};
 use super::{Manifest, ModelError, MANIFEST_FILE};
 use crate::embed::int8::Int8Vectors;
 use crate::embed::Embedder;
@@ -103,13 +101,16 @@ impl Searcher {
         let vectors = match &manifest.vectors_sha256 {
             Some(want) => {
                 let path = dir.join(VECTORS_FILE);
-                if file_sha256(&path)? != *want {
+                // Read once: checksummed, then parsed.
+                let bytes =
+                    std::fs::read(&path).map_err(|e| IoError::at(&path, "cannot read", e))?;
+                if format!("{:x}", Sha256::digest(&bytes)) != *want {
                     bail!(
                         "{}: SHA-256 does not match the manifest's: the file was damaged or replaced; rebuild the folder",
                         path.display()
                     );
                 }
-                let vectors = Int8Vectors::read(&path)?;
+                let vectors = Int8Vectors::from_bytes(&bytes, &path)?;
                 if manifest.vectors_generation != Some(index.meta.generation)
                     || vectors.len() != index.len()
                     || vectors.dim() != manifest.dim
@@ -189,12 +190,7 @@ impl Searcher {
         mode: ScoringMode,
         rescore: usize,
     ) -> Result<Vec<Vec<Found>>> {
-        if rescore > 0
-            && matches!(
-                mode,
-                ScoringMode::TwoStage(_) | ScoringMode::TwoStageDense(_)
-            )
-        {
+        if rescore > 0 && mode.candidates().is_some() {
             bail!("re-scoring by the exact codes applies to single-stage modes; {mode} re-ranks its candidates itself: give a single-stage mode (symmetric, symmetric:M, reconstruction, projected:M) to re-score");
         }
         let vectors = self.embedder.embed(queries, 16, |_| {})?;
