@@ -9,7 +9,7 @@ mod output;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{embed, encode, eval, index, search, train};
+use commands::{embed, encode, eval, index, search, serve, train};
 
 /// Single-stage semantic search with K-sparse codes.
 ///
@@ -106,6 +106,19 @@ enum Command {
     /// Build, inspect and search the on-disk inverted index of sparse codes.
     #[command(subcommand)]
     Index(index::IndexCommand),
+    /// Serve collections over HTTP: a Qdrant-shaped REST API, a search page, metrics.
+    ///
+    /// Collections live in DATA/collections; create one with PUT /collections/NAME and a
+    /// body {"from": "scifact.ks"} (a folder from `ksparse build`), {"model": M,
+    /// "encoder": ENC} (text in), or {"sparse_vectors": {"text": {}}} (codes only). Points
+    /// go in with PUT /collections/NAME/points, queries with POST
+    /// /collections/NAME/points/query ({"query": {"text": "…"}} or a sparse vector). Every
+    /// write is on disk before it is acknowledged. The search page is at /, the API
+    /// description at /openapi.json, Prometheus metrics at /metrics. Stops on SIGTERM or
+    /// Ctrl-C after the requests in flight.
+    ///
+    /// Example: ksparse serve --data ksparse-data --listen 127.0.0.1:6333
+    Serve(serve::ServeArgs),
     /// Benchmarks that compare ksparse with the usual tools in the same run.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
@@ -138,6 +151,7 @@ fn main() -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Encode(a) => encode::run(a),
         Command::Index(c) => index::run(c),
+        Command::Serve(a) => serve::run(a),
         Command::Bench(c) => commands::bench::run(c, threads),
     }
 }

@@ -129,7 +129,9 @@ fn concurrent_writers_that_wait_all_land() {
 fn a_writer_that_does_not_wait_is_refused_naming_the_holder() {
     let dir = tempfile::tempdir().unwrap();
     let idx = new_index(dir.path(), "idx");
-    let held = index::writer::Writer::open(&idx, ksparse::io::Wait::No).unwrap();
+    // Wait::Yes: a child another test thread forks inherits, until its exec, the lock
+    // that building the index held a moment ago.
+    let held = index::writer::Writer::open(&idx, ksparse::io::Wait::Yes).unwrap();
     let more = batch(dir.path(), "more", 10, 4);
     let out = add_cmd(&idx, &more).output().unwrap();
     assert!(!out.status.success());

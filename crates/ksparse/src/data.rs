@@ -165,11 +165,17 @@ pub fn read_jsonl(path: &Path) -> Result<Texts> {
         }
         let title = str_field(&v, "title", path, n)?;
         let text = str_field(&v, "text", path, n)?;
-        out.texts.push(format!("{title} {text}").trim().to_string());
+        out.texts.push(document_text(title, text));
         out.titles.push(title.to_string());
         out.ids.push(id);
     }
     Ok(out)
+}
+
+/// The text embedded for a document: its title, a space and its text, trimmed (what every
+/// stage that embeds a document — `build`, `eval`, the server — uses).
+pub fn document_text(title: &str, text: &str) -> String {
+    format!("{title} {text}").trim().to_string()
 }
 
 /// Reads texts to embed from a BEIR `corpus.jsonl` / `queries.jsonl` (by the `.jsonl` or

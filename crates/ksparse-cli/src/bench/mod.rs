@@ -4,6 +4,7 @@
 pub mod embed;
 pub mod quality;
 pub mod search;
+pub mod serve;
 pub mod train;
 
 use std::ffi::OsString;
@@ -62,4 +63,17 @@ pub fn run_python_baseline<T: DeserializeOwned>(
     let timing = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .with_context(|| format!("unexpected baseline output: {stdout}"))?;
     Ok(Ok(timing))
+}
+
+/// The CPU's model name (Linux), for reports: figures depend on it.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
 }

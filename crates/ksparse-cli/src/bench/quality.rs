@@ -341,7 +341,7 @@ pub fn run(
         scorer: Scorer::ExactF32,
         sparse: Vec::new(),
         latency: Vec::new(),
-        cpu: cpu_name(),
+        cpu: super::cpu_name(),
     };
     let mut loaded = Vec::new();
     for dir in &opts.datasets {
@@ -586,19 +586,6 @@ fn latency(v: &Vectors, enc: &SparseEncoder, k: usize, opts: &Options) -> Result
         });
     }
     Ok(rows)
-}
-
-/// The CPU's model name (Linux), for the latency rows.
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 impl Report {

@@ -58,6 +58,53 @@ pub enum BenchCommand {
     /// ksparse bench quality --model all-MiniLM-L6-v2 --dataset data/scifact
     ///     --dataset ../shared/data/vaswani --dataset ../shared/data/cranfield
     Quality(QualityArgs),
+    /// `ksparse serve` under HTTP load: QPS and p50/p99 by concurrency, ingest rates.
+    ///
+    /// Starts the server on loopback with two collections — FOLDER (a `ksparse build`
+    /// search folder, queried by text and by code) and --docs codes (the corpus vectors
+    /// and vectors generated near them, encoded by FOLDER's encoder) — and drives it from
+    /// this process with keep-alive connections (each sends its next request when the
+    /// answer arrives) for --seconds per run and concurrency; then a mixed run (one upsert
+    /// of 10 points per 20 requests) with the server's memory sampled, and ingest of dense
+    /// vectors and texts. The same searches run in process in the same run, for the
+    /// HTTP cost. Writes report.md and report.json to --output.
+    ///
+    /// Example: ksparse bench serve --folder scifact.ks --docs 1000000
+    Serve(ServeBenchArgs),
+}
+
+#[derive(Args)]
+pub struct ServeBenchArgs {
+    /// A search folder written by `ksparse build`.
+    #[arg(long)]
+    folder: PathBuf,
+    /// The corpus it was built from.
+    #[arg(long, default_value = "data/scifact/corpus.jsonl.gz")]
+    corpus: PathBuf,
+    /// Query texts (BEIR queries.jsonl or one per line).
+    #[arg(long, default_value = "data/scifact/queries.jsonl.gz")]
+    queries: PathBuf,
+    /// Documents of the collection of codes.
+    #[arg(long, value_parser = positive_usize, default_value_t = 1_000_000)]
+    docs: usize,
+    /// Connections per run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    concurrency: Vec<usize>,
+    /// Seconds per run.
+    #[arg(long, value_parser = positive_f32, default_value_t = 10.0)]
+    seconds: f32,
+    /// Seconds of the mixed run (memory sampled throughout).
+    #[arg(long, value_parser = positive_f32, default_value_t = 60.0)]
+    soak_seconds: f32,
+    /// Embedding cache (shared with `ksparse build`).
+    #[arg(long, default_value = ".ksparse-cache")]
+    cache: PathBuf,
+    /// Report folder.
+    #[arg(long, default_value = "bench-results/serve")]
+    output: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -247,7 +294,29 @@ pub fn run(c: BenchCommand, threads: usize) -> Result<()> {
         BenchCommand::Embed(a) => embed(a, threads),
         BenchCommand::Search(a) => search(a),
         BenchCommand::Quality(a) => quality(a),
+        BenchCommand::Serve(a) => serve(a),
     }
+}
+
+fn serve(a: ServeBenchArgs) -> Result<()> {
+    if a.concurrency.is_empty() || a.concurrency.contains(&0) {
+        anyhow::bail!("--concurrency takes positive connection counts");
+    }
+    std::fs::create_dir_all(&a.output)?;
+    let options = bench::serve::Options {
+        folder: a.folder,
+        corpus: a.corpus,
+        queries: a.queries,
+        docs: a.docs,
+        concurrency: a.concurrency,
+        seconds: a.seconds as f64,
+        soak_seconds: a.soak_seconds as f64,
+        cache: a.cache,
+        scratch: a.output.clone(),
+    };
+    let report = bench::serve::run(&options, &Progress::new())?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    write_report(&a.output, &report, &report.markdown(&command), a.json)
 }
 
 fn train(a: TrainArgs, threads: usize) -> Result<()> {

@@ -7,4 +7,5 @@ pub mod encode;
 pub mod eval;
 pub mod index;
 pub mod search;
+pub mod serve;
 pub mod train;

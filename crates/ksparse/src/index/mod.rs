@@ -18,9 +18,11 @@ pub mod order;
 pub mod postings;
 pub mod query;
 pub mod segment;
+pub mod store;
 pub mod writer;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,7 @@ use crate::io::{
     read_json_checked, write_atomic, write_dir_atomic, write_json_checked, FolderKind, IoError,
 };
 use segment::Segment;
+use store::Store;
 
 /// Name of the commit file inside an index folder.
 pub const META_FILE: &str = "meta.json";
@@ -60,13 +63,20 @@ pub struct SegmentEntry {
     /// Deleted documents (tombstones): local row numbers, ascending.
     #[serde(default)]
     pub deleted: Vec<u32>,
+    /// Whether the segment has a document store beside it ([`store`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub store: bool,
 }
 
-/// An open index: its segments, memory-mapped.
+/// An open index: its segments, memory-mapped. Segments are shared (`Arc`) with the
+/// index they were reopened from ([`Index::reopen`]), so reopening after a small change
+/// maps and verifies only the new files.
 pub struct Index {
     /// The commit that was opened.
     pub meta: Meta,
-    segments: Vec<Segment>,
+    segments: Vec<Arc<Segment>>,
+    /// Per segment, its document store, if it has one.
+    stores: Vec<Option<Arc<Store>>>,
     /// First global document number of each segment.
     bases: Vec<usize>,
     /// Per segment, whether each local row is deleted.
@@ -98,6 +108,7 @@ pub fn build(dir: &Path, codes: &[SparseCode], ids: &[String], hidden: usize) ->
         segments: vec![SegmentEntry {
             file: segment_file(1),
             deleted: Vec::new(),
+            store: false,
         }],
         generation: 1,
     };
@@ -195,14 +206,28 @@ impl Index {
     /// and structure. The open index keeps the commit it read (its segments stay mapped
     /// even when a later merge removes their files) until it is opened again.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_reusing(dir, None)
+    }
+
+    /// Opens the latest commit of `dir`, the folder this index was opened from, sharing
+    /// the segments (and stores) it has in common with `self`: only new files are mapped
+    /// and verified. Returns a copy of `self` when nothing was committed since.
+    pub fn reopen(&self, dir: &Path) -> Result<Self> {
+        Self::open_reusing(dir, Some(self))
+    }
+
+    fn open_reusing(dir: &Path, previous: Option<&Index>) -> Result<Self> {
         let mut meta = read_meta(dir)?;
         loop {
-            match Self::open_commit(dir, meta.clone()) {
+            match Self::open_commit(dir, meta.clone(), previous) {
                 Ok(index) => return Ok(index),
                 Err(e) => {
                     // A merge committed and removed this commit's segments between our
                     // read of meta.json and our opening of them: take the new commit.
-                    let gone = meta.segments.iter().any(|s| !dir.join(&s.file).exists());
+                    let gone = meta.segments.iter().any(|s| {
+                        !dir.join(&s.file).exists()
+                            || (s.store && !dir.join(store::file_for(&s.file)).exists())
+                    });
                     match read_meta(dir) {
                         Ok(newer) if gone && newer.generation > meta.generation => meta = newer,
                         _ => return Err(e),
@@ -212,16 +237,34 @@ impl Index {
         }
     }
 
-    /// Opens the segments of the commit `meta`.
-    fn open_commit(dir: &Path, meta: Meta) -> Result<Self> {
+    /// Opens the segments of the commit `meta`, taking those `previous` has open.
+    fn open_commit(dir: &Path, meta: Meta, previous: Option<&Index>) -> Result<Self> {
         let meta_path = dir.join(META_FILE);
+        let known = |name: &str| {
+            let p = previous?;
+            let s = p.meta.segments.iter().position(|e| e.file == name)?;
+            Some((p.segments[s].clone(), p.stores[s].clone()))
+        };
         let mut segments = Vec::new();
+        let mut stores = Vec::new();
         let mut bases = Vec::new();
         let mut deleted = Vec::new();
         let mut base = 0;
         for entry in &meta.segments {
             let name = &entry.file;
-            let seg = Segment::open(&dir.join(name))?;
+            let (seg, store) = match known(name) {
+                Some((seg, store)) if store.is_some() == entry.store => (seg, store),
+                _ => {
+                    let seg = Arc::new(Segment::open(&dir.join(name))?);
+                    let store = if entry.store {
+                        let path = dir.join(store::file_for(name));
+                        Some(Arc::new(Store::open(&path, seg.docs)?))
+                    } else {
+                        None
+                    };
+                    (seg, store)
+                }
+            };
             let mut del = vec![false; seg.docs];
             for &d in &entry.deleted {
                 *del.get_mut(d as usize).with_context(|| {
@@ -243,10 +286,12 @@ impl Index {
             bases.push(base);
             base += seg.docs;
             segments.push(seg);
+            stores.push(store);
         }
         Ok(Self {
             meta,
             segments,
+            stores,
             bases,
             deleted,
         })
@@ -320,7 +365,54 @@ impl Index {
             .copied()
             .zip(&self.segments)
             .zip(&self.deleted)
-            .map(|((b, s), d)| (b, s, d.as_slice()))
+            .map(|((b, s), d)| (b, s.as_ref(), d.as_slice()))
+    }
+
+    /// Each segment of the commit with its file name, first global document number,
+    /// tombstones and document store: what a caller that keeps per-segment state (an id
+    /// map, parsed records) needs to key it by file and reuse it across commits.
+    pub fn segment_refs(&self) -> impl Iterator<Item = SegmentRef<'_>> {
+        self.meta
+            .segments
+            .iter()
+            .zip(self.segments())
+            .zip(&self.stores)
+            .map(|((entry, (base, segment, deleted)), store)| SegmentRef {
+                file: &entry.file,
+                base: base as u32,
+                segment,
+                deleted,
+                store: store.as_deref(),
+            })
+    }
+
+    /// The stored record of global document `doc` (empty when its segment has no store).
+    pub fn stored(&self, doc: u32) -> &[u8] {
+        let (s, local) = self.locate(doc);
+        self.stores[s].as_ref().map_or(&[], |st| st.get(local))
+    }
+
+    /// Whether global document `doc` is deleted.
+    pub fn is_deleted(&self, doc: u32) -> bool {
+        let (s, local) = self.locate(doc);
+        self.deleted[s][local]
+    }
+
+    /// The documents a search may return: the live ones for which `keep(doc)` holds
+    /// (e.g. those a payload filter passes), as per-segment masks for
+    /// [`Index::search_plan_excluding`].
+    pub fn exclusion(&self, keep: impl Fn(u32) -> bool) -> Exclusion {
+        Exclusion(
+            self.segments()
+                .map(|(base, _, deleted)| {
+                    deleted
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &d)| d || !keep((base + i) as u32))
+                        .collect()
+                })
+                .collect(),
+        )
     }
 
     /// Checks a query's terms: latent ids below the width, finite weights.
@@ -343,9 +435,24 @@ impl Index {
     /// document number; with `rescore` = R > 0, the top max(R, top) are re-ranked by the
     /// exact f32 codes.
     pub fn search(&self, query: &[(u32, f32)], top: usize, rescore: usize) -> Result<Vec<Hit>> {
+        self.search_excluding(query, top, rescore, None)
+    }
+
+    /// [`Index::search`] among the documents `excluded` leaves (every live one when
+    /// `None`).
+    pub fn search_excluding(
+        &self,
+        query: &[(u32, f32)],
+        top: usize,
+        rescore: usize,
+        excluded: Option<&Exclusion>,
+    ) -> Result<Vec<Hit>> {
         self.check_query(query)?;
+        if let Some(e) = excluded {
+            e.check(self)?;
+        }
         let depth = if rescore > 0 { rescore.max(top) } else { top };
-        let mut hits = query::search(self, query, depth, query::Strategy::Auto);
+        let mut hits = query::search_excluding(self, query, depth, query::Strategy::Auto, excluded);
         if rescore > 0 {
             for h in &mut hits {
                 h.score = self.exact_score(query, h.doc);
@@ -366,6 +473,19 @@ impl Index {
         top: usize,
         vectors: Option<&Int8Vectors>,
     ) -> Result<Vec<Hit>> {
+        self.search_plan_excluding(plan, top, vectors, None)
+    }
+
+    /// [`Index::search_plan`] over the documents `excluded` leaves (none of it when
+    /// `None`): still exact — the top `top` are the best among the documents that pass,
+    /// and fewer only when fewer pass.
+    pub fn search_plan_excluding(
+        &self,
+        plan: &QueryPlan,
+        top: usize,
+        vectors: Option<&Int8Vectors>,
+        excluded: Option<&Exclusion>,
+    ) -> Result<Vec<Hit>> {
         if let Some(v) = vectors {
             if v.len() != self.len() {
                 bail!(
@@ -382,7 +502,7 @@ impl Index {
                 );
             }
         }
-        let candidates = self.search(&plan.terms, plan.depth(top), 0)?;
+        let candidates = self.search_excluding(&plan.terms, plan.depth(top), 0, excluded)?;
         Ok(plan.finish(
             candidates,
             top,
@@ -440,11 +560,13 @@ impl Index {
             }
         }
         let postings = usage.iter().sum();
+        let stored: usize = self.stores.iter().flatten().map(|s| s.bytes()).sum();
         let file_bytes = self
             .segments
             .iter()
             .map(|s| std::fs::metadata(s.path()).map_or(0, |m| m.len() as usize))
-            .sum();
+            .sum::<usize>()
+            + stored;
         Stats {
             docs: self.live(),
             deleted: self.len() - self.live(),
@@ -460,9 +582,49 @@ impl Index {
                 ids: parts[4],
                 block_max: parts[5],
                 forward_quantised: parts[6],
+                stored,
             },
             latent_usage: Histogram::of(&usage),
         }
+    }
+}
+
+/// One segment of an open index, as [`Index::segment_refs`] lists them.
+pub struct SegmentRef<'a> {
+    /// Its file name in the index folder (unique within the folder's history).
+    pub file: &'a str,
+    /// Its first global document number.
+    pub base: u32,
+    /// The segment.
+    pub segment: &'a Segment,
+    /// Per local row, whether it is deleted.
+    pub deleted: &'a [bool],
+    /// Its document store, if it has one.
+    pub store: Option<&'a Store>,
+}
+
+/// Documents a search may not return, per segment (true = excluded); always includes the
+/// deleted ones. Made by [`Index::exclusion`] for that index.
+#[derive(Debug)]
+pub struct Exclusion(Vec<Vec<bool>>);
+
+impl Exclusion {
+    /// The mask of segment `s`.
+    pub fn segment(&self, s: usize) -> &[bool] {
+        &self.0[s]
+    }
+
+    fn check(&self, index: &Index) -> Result<()> {
+        let fits = self.0.len() == index.segments.len()
+            && self
+                .0
+                .iter()
+                .zip(&index.segments)
+                .all(|(m, s)| m.len() == s.docs);
+        if !fits {
+            bail!("the exclusion was made for another version of the index");
+        }
+        Ok(())
     }
 }
 
@@ -506,6 +668,8 @@ pub struct PartBytes {
     pub block_max: usize,
     /// Quantised weights of the forward index (block-max search scores).
     pub forward_quantised: usize,
+    /// Document stores (records kept beside segments, e.g. a server's payloads).
+    pub stored: usize,
 }
 
 /// `ksparse index stats` output.
@@ -667,9 +831,24 @@ mod tests {
                 let top = rng.random_range(1..=20);
                 let want = query::search_brute_force(&index, &query, top);
                 assert_eq!(index.search(&query, top, 0).unwrap(), want);
+                // A filter (every fifth document passes, plus some by id) keeps every
+                // path exact among the documents it leaves.
+                let keep = |d: u32| d.is_multiple_of(5) || index.id(d).ends_with('7');
+                let excluded = index.exclusion(keep);
+                let want_kept =
+                    query::search_brute_force_excluding(&index, &query, top, Some(&excluded));
+                assert!(want_kept
+                    .iter()
+                    .all(|h| keep(h.doc) && !index.is_deleted(h.doc)));
                 for strategy in [query::Strategy::TermAtATime, query::Strategy::BlockMax] {
                     let got = query::search(&index, &query, top, strategy);
                     assert_eq!(got, want, "case {case}, {strategy:?}, query {query:?}");
+                    let got =
+                        query::search_excluding(&index, &query, top, strategy, Some(&excluded));
+                    assert_eq!(
+                        got, want_kept,
+                        "case {case}, {strategy:?}, filtered, query {query:?}"
+                    );
                 }
             }
         }

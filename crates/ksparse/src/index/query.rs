@@ -21,7 +21,7 @@
 
 use super::postings::{decode_block, BLOCK};
 use super::segment::{BlockView, Segment};
-use super::Index;
+use super::{Exclusion, Index};
 use crate::base::Hit;
 use crate::base::TopK;
 
@@ -56,9 +56,22 @@ pub fn canonical(query: &[(u32, f32)]) -> Vec<(u32, f32)> {
 
 /// The exact top `top` of `index` for `query` (any terms, negative weights included).
 pub fn search(index: &Index, query: &[(u32, f32)], top: usize, strategy: Strategy) -> Vec<Hit> {
+    search_excluding(index, query, top, strategy, None)
+}
+
+/// [`search`] among the documents `excluded` leaves (every live one when `None`); the
+/// excluded documents are skipped exactly as deleted ones are.
+pub fn search_excluding(
+    index: &Index,
+    query: &[(u32, f32)],
+    top: usize,
+    strategy: Strategy,
+    excluded: Option<&Exclusion>,
+) -> Vec<Hit> {
     let query = canonical(query);
     let mut best = TopK::new(top);
-    for (base, seg, deleted) in index.segments() {
+    for (s, (base, seg, deleted)) in index.segments().enumerate() {
+        let deleted = excluded.map_or(deleted, |e| e.segment(s));
         let base = base as u32;
         let done = match (strategy, seg.blocks_view()) {
             (Strategy::TermAtATime, _) | (_, None) => false,
@@ -267,9 +280,20 @@ fn hits(best: TopK) -> Vec<Hit> {
 /// The reference: every document's score from its forward-index code, quantised the way
 /// the postings were, over the canonical query. O(N · (k + terms)); for tests and checks.
 pub fn search_brute_force(index: &Index, query: &[(u32, f32)], top: usize) -> Vec<Hit> {
+    search_brute_force_excluding(index, query, top, None)
+}
+
+/// [`search_brute_force`] among the documents `excluded` leaves.
+pub fn search_brute_force_excluding(
+    index: &Index,
+    query: &[(u32, f32)],
+    top: usize,
+    excluded: Option<&Exclusion>,
+) -> Vec<Hit> {
     let query = canonical(query);
     let mut best = TopK::new(top);
-    for (base, seg, deleted) in index.segments() {
+    for (s, (base, seg, deleted)) in index.segments().enumerate() {
+        let deleted = excluded.map_or(deleted, |e| e.segment(s));
         // The build's quantiser, from the scale the segment stores: each stored byte is
         // recomputed from the exact value.
         let quant = super::postings::Quantizer { scale: seg.scale };

@@ -124,6 +124,12 @@ pub fn validate(codes: &[SparseCode], ids: &[String], hidden: usize) -> Result<(
 /// the current format ([`VERSION`]; older versions are only read: the files they wrote
 /// are kept in `tests/fixtures/index-v*`).
 pub fn encode(codes: &[SparseCode], ids: &[String], hidden: usize) -> Vec<u8> {
+    encode_ordered(codes, ids, hidden).0
+}
+
+/// [`encode`], also returning the storage order: local row i of the segment holds input
+/// row `order[i]` (what a document store beside the segment follows).
+pub fn encode_ordered(codes: &[SparseCode], ids: &[String], hidden: usize) -> (Vec<u8>, Vec<u32>) {
     // Storage order: clustered, so that a doc block holds similar codes.
     let order = order::cluster_order(codes, hidden, DOC_BLOCK);
     let stored = |pos: usize| &codes[order[pos] as usize];
@@ -220,7 +226,7 @@ pub fn encode(codes: &[SparseCode], ids: &[String], hidden: usize) -> Vec<u8> {
         out.resize(out.len().next_multiple_of(8), 0);
         out.extend_from_slice(s);
     }
-    out
+    (out, order)
 }
 
 /// A segment opened read-only through a memory map, every checksum and bound verified.

@@ -18,9 +18,22 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::segment::{self, Segment};
+use super::store;
 use super::{segment_file, write_meta, Index, Meta, SegmentEntry};
 use crate::base::SparseCode;
 use crate::io::{write_new, Wait, WriterLock};
+
+/// Documents to add: their codes, external ids (unique) and, optionally, one stored
+/// record each ([`super::store`]), all in the same order.
+#[derive(Debug, Clone, Copy)]
+pub struct NewDocs<'a> {
+    /// The codes.
+    pub codes: &'a [SparseCode],
+    /// Their external ids.
+    pub ids: &'a [String],
+    /// One record per document, kept in a store beside the segment.
+    pub records: Option<&'a [Vec<u8>]>,
+}
 
 /// The one writer of an index folder: changes go through it while it holds the lock.
 #[derive(Debug)]
@@ -43,30 +56,75 @@ impl Writer {
 
     /// Adds `codes` with external `ids` (new to the index) as a new segment and commits.
     pub fn add(&self, codes: &[SparseCode], ids: &[String], hidden: usize) -> Result<Meta> {
-        let dir = &self.dir;
-        let index = Index::open(dir)?;
-        if hidden != index.hidden() {
-            bail!(
-                "the codes are {hidden} wide but the index {} is {} wide",
-                dir.display(),
-                index.hidden()
-            );
-        }
-        segment::validate(codes, ids, hidden)?;
+        let index = Index::open(&self.dir)?;
         let live: HashSet<&str> = live_docs(&index).map(|(id, _)| id).collect();
         if let Some(id) = ids.iter().find(|id| live.contains(id.as_str())) {
             bail!("document id {id:?} is already in the index; delete it first to replace it");
         }
-        let mut meta = index.meta.clone();
+        let docs = NewDocs {
+            codes,
+            ids,
+            records: None,
+        };
+        self.upsert(&index, docs, hidden)
+    }
+
+    /// Adds `docs` as a new segment, deleting the live documents that have their ids, in
+    /// one commit: a reader sees the old documents or the new ones, never both or neither.
+    /// `current` must be the index's latest commit (an index this writer's changes opened).
+    pub fn upsert(&self, current: &Index, docs: NewDocs, hidden: usize) -> Result<Meta> {
+        let ids: HashSet<&str> = docs.ids.iter().map(String::as_str).collect();
+        let replaced: Vec<u32> = (0..current.len() as u32)
+            .filter(|&d| !current.is_deleted(d) && ids.contains(current.id(d)))
+            .collect();
+        self.upsert_replacing(current, docs, hidden, &replaced)
+    }
+
+    /// [`Writer::upsert`] for a caller that knows which live documents carry the new ids
+    /// (`replaced`, global document numbers of `current`, e.g. from its own id map): no
+    /// scan of every id, so a small write to a large index costs what it writes. Each
+    /// replaced document must be live and have one of the new ids; a live document with a
+    /// new id that `replaced` leaves out would stay beside its replacement, so callers
+    /// pass every one.
+    pub fn upsert_replacing(
+        &self,
+        current: &Index,
+        docs: NewDocs,
+        hidden: usize,
+        replaced: &[u32],
+    ) -> Result<Meta> {
+        let dir = &self.dir;
+        self.check_current(current)?;
+        let ids: HashSet<&str> = docs.ids.iter().map(String::as_str).collect();
+        for &d in replaced {
+            if d as usize >= current.len() || current.is_deleted(d) || !ids.contains(current.id(d))
+            {
+                bail!("document {d} is not a live document with one of the new ids");
+            }
+        }
+        if hidden != current.hidden() {
+            bail!(
+                "the codes are {hidden} wide but the index {} is {} wide",
+                dir.display(),
+                current.hidden()
+            );
+        }
+        segment::validate(docs.codes, docs.ids, hidden)?;
+        if let Some(r) = docs.records {
+            if r.len() != docs.ids.len() {
+                bail!("{} records for {} documents", r.len(), docs.ids.len());
+            }
+        }
+        let mut meta = current.meta.clone();
+        tombstone(current, replaced, &mut meta);
         meta.generation += 1;
-        let file = segment_file(meta.generation);
-        remove_uncommitted(dir, &index.meta)?;
-        let bytes = segment::encode(codes, ids, hidden);
-        write_new(&dir.join(&file), |w| Ok(w.write_all(&bytes)?))?;
+        remove_uncommitted(dir, &current.meta)?;
+        let file = self.write_segment(meta.generation, docs, hidden)?;
         crate::io::fault::point("index:before-commit");
         meta.segments.push(SegmentEntry {
             file,
             deleted: Vec::new(),
+            store: docs.records.is_some(),
         });
         write_meta(dir, &meta)?;
         Ok(meta)
@@ -75,52 +133,142 @@ impl Writer {
     /// Marks the documents with these external ids deleted and commits. Returns how many
     /// of the ids were live documents (unknown ids are ignored).
     pub fn delete(&self, ids: &[String]) -> Result<usize> {
-        let index = Index::open(&self.dir)?;
+        Ok(self.delete_in(&Index::open(&self.dir)?, ids)?.0)
+    }
+
+    /// [`Writer::delete`] on `current`, the index's latest commit; also returns the new
+    /// commit (none when no id was live).
+    pub fn delete_in(&self, current: &Index, ids: &[String]) -> Result<(usize, Option<Meta>)> {
         let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let mut meta = index.meta.clone();
-        let mut found = 0;
-        for ((_, seg, deleted), entry) in index.segments().zip(&mut meta.segments) {
-            for (local, &is_deleted) in deleted.iter().enumerate() {
-                if !is_deleted && wanted.contains(seg.id(local)) {
-                    entry.deleted.push(local as u32);
-                    found += 1;
-                }
-            }
-            entry.deleted.sort_unstable();
+        let docs: Vec<u32> = (0..current.len() as u32)
+            .filter(|&d| !current.is_deleted(d) && wanted.contains(current.id(d)))
+            .collect();
+        Ok((docs.len(), self.delete_docs(current, &docs)?))
+    }
+
+    /// Deletes documents by number (`docs`, live documents of `current`, the latest
+    /// commit) and commits; `None` when `docs` is empty (nothing to commit).
+    pub fn delete_docs(&self, current: &Index, docs: &[u32]) -> Result<Option<Meta>> {
+        self.check_current(current)?;
+        if let Some(&d) = docs
+            .iter()
+            .find(|&&d| d as usize >= current.len() || current.is_deleted(d))
+        {
+            bail!("document {d} is not a live document of the index");
         }
-        if found > 0 {
-            meta.generation += 1;
-            write_meta(&self.dir, &meta)?;
+        if docs.is_empty() {
+            return Ok(None);
         }
-        Ok(found)
+        let mut meta = current.meta.clone();
+        tombstone(current, docs, &mut meta);
+        meta.generation += 1;
+        write_meta(&self.dir, &meta)?;
+        Ok(Some(meta))
     }
 
     /// Rewrites the live documents of all segments into one segment, commits, and
     /// removes the old segment files.
     pub fn merge(&self) -> Result<Meta> {
+        let index = Index::open(&self.dir)?;
+        let all: Vec<String> = index.meta.segments.iter().map(|s| s.file.clone()).collect();
+        self.merge_segments(&index, &all)
+    }
+
+    /// Rewrites the live documents of the segments named `files` (of `current`, the
+    /// latest commit) into one segment that takes the place of the first of them, carries
+    /// their stored records over, commits, and removes the replaced files.
+    pub fn merge_segments(&self, current: &Index, files: &[String]) -> Result<Meta> {
         let dir = &self.dir;
-        let index = Index::open(dir)?;
-        let (mut codes, mut ids) = (Vec::new(), Vec::new());
-        for (id, (seg, local)) in live_docs(&index) {
-            let (c_ids, values) = seg.forward(local).unzip();
-            codes.push(SparseCode { ids: c_ids, values });
-            ids.push(id.to_string());
+        self.check_current(current)?;
+        let chosen: HashSet<&str> = files.iter().map(String::as_str).collect();
+        let (mut codes, mut ids, mut records) = (Vec::new(), Vec::new(), Vec::new());
+        let mut any_store = false;
+        for part in current.segment_refs().filter(|p| chosen.contains(p.file)) {
+            any_store |= part.store.is_some();
+            for local in (0..part.segment.docs).filter(|&l| !part.deleted[l]) {
+                let (c_ids, values) = part.segment.forward(local).unzip();
+                codes.push(SparseCode { ids: c_ids, values });
+                ids.push(part.segment.id(local).to_string());
+                records.push(part.store.map_or(Vec::new(), |s| s.get(local).to_vec()));
+            }
         }
-        let mut meta = index.meta.clone();
+        let mut meta = current.meta.clone();
+        let Some(first) = meta
+            .segments
+            .iter()
+            .position(|e| chosen.contains(e.file.as_str()))
+        else {
+            bail!(
+                "none of the segments {files:?} is in the index {}",
+                dir.display()
+            );
+        };
         meta.generation += 1;
-        remove_uncommitted(dir, &index.meta)?;
-        let file = segment_file(meta.generation);
-        let bytes = segment::encode(&codes, &ids, index.hidden());
-        write_new(&dir.join(&file), |w| Ok(w.write_all(&bytes)?))?;
-        meta.segments = vec![SegmentEntry {
+        remove_uncommitted(dir, &current.meta)?;
+        let docs = NewDocs {
+            codes: &codes,
+            ids: &ids,
+            records: any_store.then_some(records.as_slice()),
+        };
+        let file = self.write_segment(meta.generation, docs, current.hidden())?;
+        let merged = SegmentEntry {
             file,
             deleted: Vec::new(),
-        }];
+            store: any_store,
+        };
+        meta.segments.retain(|e| !chosen.contains(e.file.as_str()));
+        meta.segments.insert(first, merged);
         write_meta(dir, &meta)?;
         crate::io::fault::point("index:after-merge-commit");
-        drop(index);
         remove_uncommitted(dir, &meta)?;
         Ok(meta)
+    }
+
+    /// Writes the segment (and store) of commit `generation` for `docs`, fsynced; returns
+    /// the segment's file name.
+    fn write_segment(&self, generation: u64, docs: NewDocs, hidden: usize) -> Result<String> {
+        let file = segment_file(generation);
+        let (bytes, order) = segment::encode_ordered(docs.codes, docs.ids, hidden);
+        if let Some(records) = docs.records {
+            let ordered: Vec<&[u8]> = order
+                .iter()
+                .map(|&r| records[r as usize].as_slice())
+                .collect();
+            let path = self.dir.join(store::file_for(&file));
+            write_new(&path, |w| Ok(w.write_all(&store::encode(&ordered))?))?;
+        }
+        write_new(&self.dir.join(&file), |w| Ok(w.write_all(&bytes)?))?;
+        Ok(file)
+    }
+
+    /// Refuses to change the index from a commit other than its latest: this writer holds
+    /// the lock, so `current` is stale only if it was opened before one of its changes.
+    fn check_current(&self, current: &Index) -> Result<()> {
+        let latest = super::read_meta(&self.dir)?.generation;
+        if current.meta.generation != latest {
+            bail!(
+                "{}: the change was prepared on commit {} but the index is at commit {latest}; reopen it",
+                self.dir.display(),
+                current.meta.generation
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Adds a tombstone to `meta` (a copy of `index`'s commit) for each of `docs` (global
+/// document numbers, live).
+fn tombstone(index: &Index, docs: &[u32], meta: &mut Meta) {
+    let bases: Vec<usize> = index.segments().map(|(b, _, _)| b).collect();
+    for &d in docs {
+        let s = bases.partition_point(|&b| b <= d as usize) - 1;
+        meta.segments[s]
+            .deleted
+            .push((d as usize - bases[s]) as u32);
+    }
+    for entry in &mut meta.segments {
+        entry.deleted.sort_unstable();
+        entry.deleted.dedup();
     }
 }
 
@@ -151,12 +299,17 @@ fn live_docs(index: &Index) -> impl Iterator<Item = (&str, (&Segment, usize))> {
 /// Removes segment files and temporary files that `meta` does not reference (left by a
 /// change that crashed before its commit, or replaced by a merge). Only under the lock.
 fn remove_uncommitted(dir: &Path, meta: &Meta) -> Result<()> {
-    let keep: HashSet<&str> = meta.segments.iter().map(|s| s.file.as_str()).collect();
+    let keep: HashSet<String> = meta
+        .segments
+        .iter()
+        .flat_map(|s| [s.file.clone(), store::file_for(&s.file)])
+        .collect();
     for entry in std::fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        let stale_segment =
-            name.starts_with("seg-") && name.ends_with(".ksx") && !keep.contains(&*name);
+        let stale_segment = name.starts_with("seg-")
+            && (name.ends_with(".ksx") || name.ends_with(".kss"))
+            && !keep.contains(&*name);
         // Temporary files: ours start with `io::TMP_PREFIX`, older releases' with ".tmp".
         if stale_segment || name.starts_with(".tmp") {
             std::fs::remove_file(dir.join(&*name)).ok();
@@ -229,5 +382,99 @@ mod tests {
         assert_eq!(files, [meta.segments[0].file.clone()]);
         // The first reader still searches its (now unlinked) mapped files.
         assert_eq!(reader.search(&[(1, 1.0)], 1, 0).unwrap()[0].doc, 1);
+    }
+
+    #[test]
+    fn upserts_replace_in_one_commit_and_stores_follow_their_documents() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("idx");
+        build(&dir, &[code(0, 1.0)], &names(&["a"]), 4).unwrap();
+        let w = Writer::open(&dir, Wait::No).unwrap();
+        let records =
+            |v: &[&str]| -> Vec<Vec<u8>> { v.iter().map(|r| r.as_bytes().to_vec()).collect() };
+        let ix = Index::open(&dir).unwrap();
+        let recs = records(&["rec-b", "rec-c"]);
+        let docs = NewDocs {
+            codes: &[code(1, 2.0), code(2, 1.0)],
+            ids: &names(&["b", "c"]),
+            records: Some(&recs),
+        };
+        w.upsert(&ix, docs, 4).unwrap();
+        // A change prepared on a stale commit is refused.
+        let err = w.upsert(&ix, docs, 4).unwrap_err();
+        assert!(err.to_string().contains("reopen"), "{err}");
+        let ix = ix.reopen(&dir).unwrap();
+        // Replacing "a" and "c": the old versions are tombstoned in the same commit.
+        let recs = records(&["rec-a2", "rec-c2"]);
+        let docs = NewDocs {
+            codes: &[code(3, 1.0), code(2, 5.0)],
+            ids: &names(&["a", "c"]),
+            records: Some(&recs),
+        };
+        let meta = w.upsert(&ix, docs, 4).unwrap();
+        assert_eq!(meta.generation, ix.meta.generation + 1);
+        let ix = ix.reopen(&dir).unwrap();
+        assert_eq!((ix.len(), ix.live()), (5, 3));
+        let stored = |ix: &Index| -> Vec<(String, String)> {
+            let mut v: Vec<(String, String)> = (0..ix.len() as u32)
+                .filter(|&d| !ix.is_deleted(d))
+                .map(|d| {
+                    (
+                        ix.id(d).to_string(),
+                        String::from_utf8(ix.stored(d).to_vec()).unwrap(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let want = vec![
+            ("a".to_string(), "rec-a2".to_string()),
+            ("b".into(), "rec-b".into()),
+            ("c".into(), "rec-c2".into()),
+        ];
+        assert_eq!(stored(&ix), want);
+        // An exclusion keeps search exact among the documents it leaves.
+        let q = [(1u32, 1.0f32), (2, 1.0), (3, 1.0)];
+        let not_c = ix.exclusion(|d| ix.id(d) != "c");
+        let hits = ix.search_excluding(&q, 10, 0, Some(&not_c)).unwrap();
+        let got: Vec<&str> = hits.iter().map(|h| ix.id(h.doc)).collect();
+        assert_eq!(got, ["b", "a"]);
+        assert_eq!(
+            hits,
+            query::search_brute_force_excluding(&ix, &q, 10, Some(&not_c))
+        );
+        // Merging the last two segments carries their stores; the first keeps none.
+        let files: Vec<String> = ix.meta.segments[1..]
+            .iter()
+            .map(|s| s.file.clone())
+            .collect();
+        let meta = w.merge_segments(&ix, &files).unwrap();
+        assert_eq!(meta.segments.len(), 2);
+        assert!(!meta.segments[0].store && meta.segments[1].store);
+        let merged = ix.reopen(&dir).unwrap();
+        assert_eq!(stored(&merged), want);
+        let on_disk: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("seg-"))
+            .collect();
+        assert_eq!(
+            on_disk.len(),
+            3,
+            "one segment + one merged segment with its store: {on_disk:?}"
+        );
+        // Reopening shares the segments both commits have.
+        let again = merged.reopen(&dir).unwrap();
+        assert!(std::ptr::eq(
+            again.segments[0].as_ref(),
+            merged.segments[0].as_ref()
+        ));
+        // A damaged store is refused on open.
+        let store = dir.join(store::file_for(&meta.segments[1].file));
+        let mut bytes = std::fs::read(&store).unwrap();
+        bytes[20] ^= 0xff;
+        std::fs::write(&store, bytes).unwrap();
+        assert!(Index::open(&dir).is_err());
     }
 }

@@ -117,7 +117,7 @@ pub fn write_dir_atomic(
 
 /// Moves the finished folder `tmp` to `dest`. Returns where the replaced folder now is
 /// (to be removed), if there was one.
-fn swap_in(tmp: &Path, dest: &Path) -> Result<Option<std::path::PathBuf>> {
+pub fn swap_in(tmp: &Path, dest: &Path) -> Result<Option<std::path::PathBuf>> {
     #[cfg(target_os = "linux")]
     {
         use rustix::fs::{renameat_with, RenameFlags, CWD};

@@ -285,7 +285,7 @@ pub(crate) fn write_test_file(dir: &Path, rel: &str, text: &str) {
 
 /// Makes a rename inside `dir` durable (fsync of the folder; a no-op where folders cannot
 /// be opened for it).
-fn sync_dir(dir: &Path) -> Result<()> {
+pub fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     File::open(dir)
         .and_then(|d| d.sync_all())

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{embed_through_cache, train_encoder, ModelError, Progress};
-use crate::data::read_texts;
+use crate::data::{read_texts, Texts};
 use crate::embed::cache::cache_key;
 use crate::embed::int8::Int8Vectors;
 use crate::embed::Embedder;
@@ -190,33 +190,13 @@ pub fn build(
             (enc, config)
         }
         None => {
-            let mut key = cache_key(embedder, &texts)?;
-            let mut cfg = opts.train.clone();
-            let pairs = if cfg.losses.distill > 0.0 {
-                let found = super::pseudo_query_pairs(
-                    embedder,
-                    &texts,
-                    &vectors,
-                    (&opts.cache.join("embeddings"), opts.batch_size, cfg.seed),
-                    progress,
-                )?;
-                if found.is_none() {
-                    cfg.losses.distill = 0.0;
-                }
-                found.map(|(pairs, pairs_key)| {
-                    key += &pairs_key;
-                    pairs
-                })
-            } else {
-                None
-            };
-            let (enc, config, _) = train_cached(
-                opts.cache,
-                &key,
+            let source = opts.corpus.display().to_string();
+            let (enc, config, _) = train_for_corpus(
+                embedder,
+                &texts,
                 &vectors,
-                pairs.as_ref(),
-                &cfg,
-                (&opts.corpus.display().to_string(), n),
+                &opts.train,
+                (opts.cache, opts.batch_size, &source),
                 progress,
             )?;
             (enc, config)
@@ -281,6 +261,61 @@ pub fn build(
     Ok(manifest)
 }
 
+/// An encoder trained as `ksparse build` trains one for a corpus: on the documents'
+/// `vectors` (rows of `texts`, embedded by `embedder`) and, when `cfg` weighs the
+/// distillation term, the pseudo-queries cut from `texts` (falling back to documents
+/// alone when too few can be cut), through the caches under `cache`. `source` names the
+/// corpus in the encoder's config. Also returns the encoder's folder in the cache.
+pub fn train_for_corpus(
+    embedder: &Embedder,
+    texts: &Texts,
+    vectors: &Array2<f32>,
+    cfg: &TrainConfig,
+    (cache, batch_size, source): (&Path, usize, &str),
+    progress: &impl Progress,
+) -> Result<(SparseEncoder, EncoderConfig, PathBuf)> {
+    let mut key = cache_key(embedder, texts)?;
+    let mut cfg = cfg.clone();
+    let pairs = if cfg.losses.distill > 0.0 {
+        let found = super::pseudo_query_pairs(
+            embedder,
+            texts,
+            vectors,
+            (&cache.join("embeddings"), batch_size, cfg.seed),
+            progress,
+        )?;
+        if found.is_none() {
+            cfg.losses.distill = 0.0;
+        }
+        found.map(|(pairs, pairs_key)| {
+            key += &pairs_key;
+            pairs
+        })
+    } else {
+        None
+    };
+    let (enc, config, _) = train_cached(
+        cache,
+        &key,
+        vectors,
+        pairs.as_ref(),
+        &cfg,
+        (source, texts.len()),
+        progress,
+    )?;
+    let dir = encoder_cache_dir(cache, &key, &cfg)?;
+    Ok((enc, config, dir))
+}
+
+/// The folder [`train_cached`] keeps the encoder for `data_key` and `cfg` in.
+fn encoder_cache_dir(cache: &Path, data_key: &str, cfg: &TrainConfig) -> Result<PathBuf> {
+    let mut h = Sha256::new();
+    h.update(data_key.as_bytes());
+    h.update(serde_json::to_vec(cfg)?);
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    Ok(cache.join("encoders").join(format!("{:x}", h.finalize())))
+}
+
 /// The encoder for `vectors` (and training `pairs`, if any; `data_key` identifies both,
 /// e.g. their embedding cache keys) under `cfg`, with its training seconds: from
 /// `cache/encoders/` when an identical run (same data, settings and ksparse version)
@@ -295,11 +330,7 @@ pub fn train_cached(
     source: (&str, usize),
     progress: &impl Progress,
 ) -> Result<(SparseEncoder, EncoderConfig, f64)> {
-    let mut h = Sha256::new();
-    h.update(data_key.as_bytes());
-    h.update(serde_json::to_vec(cfg)?);
-    h.update(env!("CARGO_PKG_VERSION").as_bytes());
-    let dir: PathBuf = cache.join("encoders").join(format!("{:x}", h.finalize()));
+    let dir = encoder_cache_dir(cache, data_key, cfg)?;
     if dir.join(CONFIG_FILE).exists() {
         match (SparseEncoder::load(&dir), recorded_seconds(&dir)) {
             (Ok((enc, config)), Some(seconds)) => {

@@ -260,8 +260,8 @@ fn check_parts(
 }
 
 /// The first [`SNIPPET_CHARS`] characters of `text`, cut at a word boundary, with "…"
-/// when cut.
-fn snippet(text: &str) -> String {
+/// when cut: what a hit shows of its document.
+pub fn snippet(text: &str) -> String {
     if text.chars().count() <= SNIPPET_CHARS {
         return text.to_string();
     }
