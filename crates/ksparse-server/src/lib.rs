@@ -34,6 +34,7 @@ use subtle::ConstantTimeEq;
 
 use api::ApiError;
 use collection::{Collection, CreateRequest, Limits, Models};
+use ksparse::index;
 use routes::Access;
 
 /// How the server is started (`ksparse serve`'s flags).
@@ -334,52 +335,52 @@ impl State {
     pub fn render_metrics(&self) -> String {
         let mut out = String::new();
         self.metrics.render(&mut out);
-        let collections: Vec<Arc<Collection>> = self
+        let collections: Vec<(String, index::Stats, usize)> = self
             .collections
             .read()
             .expect("collections lock")
             .values()
-            .cloned()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.view().index.stats(),
+                    c.merges.load(Ordering::SeqCst),
+                )
+            })
             .collect();
-        for c in collections {
-            let view = c.view();
-            let labels = [("collection", c.name.as_str())];
-            let stats = view.index.stats();
-            metrics::gauge(
-                &mut out,
-                "ksparse_documents",
-                "Live documents.",
-                &labels,
-                stats.docs as f64,
-            );
-            metrics::gauge(
-                &mut out,
+        // One family at a time, every collection in it (the text format groups families).
+        type Gauge = (&'static str, &'static str, fn(&index::Stats, usize) -> f64);
+        let gauges: [Gauge; 5] = [
+            ("ksparse_documents", "Live documents.", |s, _| s.docs as f64),
+            (
                 "ksparse_deleted_documents",
                 "Deleted documents not yet merged away.",
-                &labels,
-                stats.deleted as f64,
-            );
-            metrics::gauge(
-                &mut out,
-                "ksparse_segments",
-                "Index segments.",
-                &labels,
-                stats.segments as f64,
-            );
-            metrics::gauge(
-                &mut out,
+                |s, _| s.deleted as f64,
+            ),
+            ("ksparse_segments", "Index segments.", |s, _| {
+                s.segments as f64
+            }),
+            (
                 "ksparse_index_bytes",
                 "Bytes of segment and store files.",
-                &labels,
-                stats.file_bytes as f64,
-            );
-            metrics::gauge(
-                &mut out,
+                |s, _| s.file_bytes as f64,
+            ),
+            (
                 "ksparse_background_jobs",
                 "Background merges running.",
-                &labels,
-                c.merges.load(Ordering::SeqCst) as f64,
-            );
+                |_, m| m as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            metrics::family(&mut out, name, help, "gauge");
+            for (collection, stats, merges) in &collections {
+                metrics::sample(
+                    &mut out,
+                    name,
+                    &[("collection", collection)],
+                    value(stats, *merges),
+                );
+            }
         }
         out
     }

@@ -75,11 +75,13 @@ impl Metrics {
     }
 }
 
-/// A gauge line (with its HELP and TYPE the first time a name is written).
-pub fn gauge(out: &mut String, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
-    if !out.contains(&format!("# TYPE {name} ")) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    }
+/// The HELP and TYPE lines that open a metric family.
+pub fn family(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One sample of family `name`.
+pub fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     let labels: Vec<String> = labels
         .iter()
         .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
@@ -111,5 +113,12 @@ mod tests {
         assert!(s.contains("le=\"0.0005\"} 1"));
         assert!(s.contains("le=\"0.025\"} 2"));
         assert!(s.contains("le=\"+Inf\"} 2"));
+        let mut g = String::new();
+        family(&mut g, "ksparse_documents", "Live documents.", "gauge");
+        sample(&mut g, "ksparse_documents", &[("collection", "a\"b")], 3.0);
+        assert_eq!(
+            g,
+            "# HELP ksparse_documents Live documents.\n# TYPE ksparse_documents gauge\nksparse_documents{collection=\"a\\\"b\"} 3\n"
+        );
     }
 }
