@@ -37,6 +37,11 @@ use crate::io::{
 use segment::Segment;
 use store::Store;
 
+/// The commit version of an index whose segments have document stores ([`store`]):
+/// releases from before stores read at most version 3 and so refuse such a commit,
+/// rather than rewrite it without its stores (which would lose the records).
+pub const STORE_VERSION: u32 = 4;
+
 /// Name of the commit file inside an index folder.
 pub const META_FILE: &str = "meta.json";
 
@@ -138,6 +143,11 @@ fn segment_generation(name: &str) -> Option<u64> {
 /// Commits `meta`: `meta.json`, with its checksum, is replaced atomically (temp file,
 /// fsync, rename).
 fn write_meta(dir: &Path, meta: &Meta) -> Result<()> {
+    if meta.segments.iter().any(|s| s.store) && meta.version < STORE_VERSION {
+        let mut raised = meta.clone();
+        raised.version = STORE_VERSION;
+        return write_json_checked(&dir.join(META_FILE), &raised);
+    }
     write_json_checked(&dir.join(META_FILE), meta)
 }
 
@@ -154,8 +164,8 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
         Err(e) => return Err(e.into()),
     };
     // Each segment checks its own version on open; the commit's version is the one its
-    // first segment was written in, and any readable version is accepted.
-    let readable = segment::OLDEST_READ..=segment::VERSION;
+    // first segment was written in, or STORE_VERSION once a segment has a store.
+    let readable = segment::OLDEST_READ..=STORE_VERSION;
     if meta.format != "ksparse-index" || !readable.contains(&meta.version) {
         bail!(
             "{}: format {:?} version {}; this build reads ksparse-index versions {} to {}",
@@ -163,7 +173,7 @@ pub fn read_meta(dir: &Path) -> Result<Meta> {
             meta.format,
             meta.version,
             segment::OLDEST_READ,
-            segment::VERSION
+            STORE_VERSION
         );
     }
     if meta.hidden == 0 || meta.hidden > crate::base::MAX_HIDDEN {

@@ -414,6 +414,8 @@ mod tests {
         let meta = w.upsert(&ix, docs, 4).unwrap();
         assert_eq!(meta.generation, ix.meta.generation + 1);
         let ix = ix.reopen(&dir).unwrap();
+        // A commit with stores is version 4: releases before stores refuse it.
+        assert_eq!(ix.meta.version, super::super::STORE_VERSION);
         assert_eq!((ix.len(), ix.live()), (5, 3));
         let stored = |ix: &Index| -> Vec<(String, String)> {
             let mut v: Vec<(String, String)> = (0..ix.len() as u32)
