@@ -739,6 +739,18 @@ fn bad_input_gets_a_json_error_that_names_it() {
         0
     );
     assert!(!data.path().join("collections/d").exists());
+    // Repeated ids in one upsert: the last wins.
+    s.ok(
+        "PUT",
+        up,
+        Some(json!({"points": [
+        {"id": 9, "sparse": {"indices": [1], "values": [1.0]}, "payload": {"v": "first"}},
+        {"id": 9, "sparse": {"indices": [2], "values": [1.0]}, "payload": {"v": "last"}}]})),
+    );
+    let got = s.ok("POST", up, Some(json!({"ids": [9], "with_vector": true})));
+    assert_eq!(got.as_array().unwrap().len(), 1);
+    assert_eq!(got[0]["payload"]["v"], "last");
+    assert_eq!(got[0]["vector"]["text"]["indices"], json!([2]));
 }
 
 /// Upserts batches until killed; every batch the server acknowledged must be found after

@@ -30,14 +30,14 @@ use ksparse::encoder::SparseEncoder;
 use ksparse::index::writer::{NewDocs, Writer};
 use ksparse::index::{Exclusion, Index};
 use ksparse::io::{read_json_checked, write_json_checked, Wait};
-use ksparse::pipeline::snippet;
+use ksparse::pipeline::{snippet, DOCS_FILE};
 use serde::{Deserialize, Serialize};
 
 use crate::api::ApiError;
 use crate::filter::Filter;
 use crate::points::{
-    Contribution, Document, Payload, PointId, PointInput, Record, ScoredPoint, Sparse, StoredPoint,
-    VectorInput,
+    wanted, Contribution, Document, Payload, PointId, PointInput, Record, ScoredPoint, Sparse,
+    StoredPoint, VectorInput,
 };
 
 /// Settings file of a collection folder.
@@ -237,8 +237,8 @@ impl View {
 
     /// (part, local row) of global document `doc`.
     fn locate(&self, doc: u32) -> (&Part, usize) {
-        let s = self.parts.partition_point(|p| p.1 <= doc) - 1;
-        (&self.parts[s].2, (doc - self.parts[s].1) as usize)
+        let (s, local) = self.index.locate(doc);
+        (&self.parts[s].2, local)
     }
 
     /// The live document with index key `key`.
@@ -267,6 +267,39 @@ impl View {
     fn exclusion(&self, filter: &Filter) -> Exclusion {
         self.index
             .exclusion(|doc| filter.passes(self.index.id(doc), self.payload(doc)))
+    }
+
+    /// The live documents `filter` passes, by number.
+    fn passing(&self, filter: &Filter) -> Vec<u32> {
+        let excluded = self.exclusion(filter);
+        let mut docs = Vec::new();
+        for (s, (base, seg, _)) in self.index.segments().enumerate() {
+            let mask = excluded.segment(s);
+            docs.extend(
+                (0..seg.docs)
+                    .filter(|&l| !mask[l])
+                    .map(|l| (base + l) as u32),
+            );
+        }
+        docs
+    }
+
+    /// (document, kept dense vector) of the live documents that have one and that
+    /// `excluded` leaves (every live one when `None`).
+    fn kept_vectors<'a>(
+        &'a self,
+        excluded: Option<&'a Exclusion>,
+    ) -> impl Iterator<Item = (u32, &'a [f32])> + 'a {
+        self.index
+            .segments()
+            .enumerate()
+            .flat_map(move |(s, (base, seg, deleted))| {
+                let mask = excluded.map_or(deleted, |e| e.segment(s));
+                let part = &self.parts[s].2;
+                (0..seg.docs)
+                    .filter(move |&l| !mask[l])
+                    .filter_map(move |l| Some(((base + l) as u32, part.vectors[l].as_deref()?)))
+            })
     }
 }
 
@@ -421,7 +454,7 @@ impl Collection {
         let index_dir = dir.join("index");
         let writer = Writer::open(&index_dir, Wait::No)?;
         let index = Index::open(&index_dir)?;
-        let adopted = read_adopted(&dir.join("docs.jsonl"))?;
+        let adopted = read_adopted(&dir.join(DOCS_FILE))?;
         Ok(Self {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -471,17 +504,11 @@ impl Collection {
                 ),
             ));
         }
-        // The last of repeated ids wins, as in Qdrant.
-        let mut by_key: HashMap<String, usize> = HashMap::new();
-        for (i, p) in points.iter().enumerate() {
-            by_key.insert(p.id.key()?, i);
-        }
-        let mut order: Vec<(String, usize)> = by_key.into_iter().collect();
-        order.sort_by_key(|e| e.1);
-        let points: Vec<(String, PointInput)> = order
+        // Repeated ids: the last wins (Qdrant's rule), as the batches commit.
+        let points = points
             .into_iter()
-            .map(|(key, i)| (key, points[i].clone()))
-            .collect();
+            .map(|p| Ok((p.id.key()?, p)))
+            .collect::<Result<Vec<(String, PointInput)>, ApiError>>()?;
         let (codes, dense) = self.codes_of(&points)?;
         let ids: Vec<String> = points.iter().map(|p| p.0.clone()).collect();
         let keep = self.config.keeps_vectors;
@@ -577,15 +604,7 @@ impl Collection {
         }
         if let Some(f) = filter {
             f.validate()?;
-            let excluded = view.exclusion(f);
-            for (s, (base, seg, _)) in view.index.segments().enumerate() {
-                let mask = excluded.segment(s);
-                docs.extend(
-                    (0..seg.docs)
-                        .filter(|&l| !mask[l])
-                        .map(|l| (base + l) as u32),
-                );
-            }
+            docs.extend(view.passing(f));
         }
         docs.sort_unstable();
         docs.dedup();
@@ -949,10 +968,7 @@ impl Collection {
             }
             _ => return Err(ApiError::bad(format!("{what}: unreadable query"))),
         };
-        let with_payload = r
-            .with_payload
-            .as_ref()
-            .is_some_and(|v| v.as_bool() != Some(false) && !v.is_null());
+        let with_payload = wanted(&r.with_payload, false);
         Ok(hits
             .into_iter()
             .skip(offset)
@@ -1051,10 +1067,7 @@ impl Collection {
             None => view.index.live(),
             Some(f) => {
                 f.validate()?;
-                let e = view.exclusion(f);
-                (0..view.parts.len())
-                    .map(|s| e.segment(s).iter().filter(|x| !**x).count())
-                    .sum()
+                view.passing(f).len()
             }
         })
     }
@@ -1132,22 +1145,16 @@ impl Collection {
         let mut texts = ksparse::data::Texts::default();
         let mut rows = Vec::new();
         let mut dim = 0;
-        for (s, (base, seg, deleted)) in view.index.segments().enumerate() {
-            let part = &view.parts[s].2;
-            for local in (0..seg.docs).filter(|&l| !deleted[l]) {
-                let Some(x) = &part.vectors[local] else {
-                    continue;
-                };
-                let stored = StoredPoint::parse(view.index.stored((base + local) as u32));
-                let title = stored.title.unwrap_or_default();
-                texts
-                    .texts
-                    .push(document_text(&title, &stored.text.unwrap_or_default()));
-                texts.titles.push(title);
-                texts.ids.push(seg.id(local).to_string());
-                dim = x.len();
-                rows.extend_from_slice(x);
-            }
+        for (doc, x) in view.kept_vectors(None) {
+            let stored = StoredPoint::parse(view.index.stored(doc));
+            let title = stored.title.unwrap_or_default();
+            texts
+                .texts
+                .push(document_text(&title, &stored.text.unwrap_or_default()));
+            texts.titles.push(title);
+            texts.ids.push(view.index.id(doc).to_string());
+            dim = x.len();
+            rows.extend_from_slice(x);
         }
         let n = texts.ids.len();
         let vectors = ndarray::Array2::from_shape_vec((n, dim), rows).expect("rows of one width");
@@ -1191,18 +1198,11 @@ impl Collection {
         let k = self.config.k.unwrap_or(32);
         let (mut codes, mut ids, mut records, mut replaced) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (s, (base, seg, deleted)) in view.index.segments().enumerate() {
-            let part = &view.parts[s].2;
-            for local in (0..seg.docs).filter(|&l| !deleted[l]) {
-                let Some(x) = &part.vectors[local] else {
-                    continue;
-                };
-                let doc = (base + local) as u32;
-                codes.push(encoder.encode_one(x, k));
-                ids.push(seg.id(local).to_string());
-                records.push(view.index.stored(doc).to_vec());
-                replaced.push(doc);
-            }
+        for (doc, x) in view.kept_vectors(None) {
+            codes.push(encoder.encode_one(x, k));
+            ids.push(view.index.id(doc).to_string());
+            records.push(view.index.stored(doc).to_vec());
+            replaced.push(doc);
         }
         let docs = NewDocs {
             codes: &codes,
@@ -1298,14 +1298,8 @@ fn dense_search(
     excluded: Option<&Exclusion>,
 ) -> Vec<ksparse::base::Hit> {
     let mut best = ksparse::base::TopK::new(top);
-    for (s, (base, seg, deleted)) in view.index.segments().enumerate() {
-        let mask = excluded.map_or(deleted, |e| e.segment(s));
-        let part = &view.parts[s].2;
-        for local in (0..seg.docs).filter(|&l| !mask[l]) {
-            if let Some(x) = &part.vectors[local] {
-                best.offer(ksparse::base::dot(q, x), (base + local) as u32);
-            }
-        }
+    for (doc, x) in view.kept_vectors(excluded) {
+        best.offer(ksparse::base::dot(q, x), doc);
     }
     best.into_sorted()
         .into_iter()
@@ -1344,19 +1338,11 @@ pub fn internal(e: impl std::fmt::Display) -> ApiError {
 /// Titles and texts of `docs.jsonl` (a search folder's), by document id; empty when the
 /// file is absent.
 fn read_adopted(path: &Path) -> Result<HashMap<String, (String, String)>> {
-    let mut docs = HashMap::new();
     if !path.exists() {
-        return Ok(docs);
+        return Ok(HashMap::new());
     }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    for (i, line) in text.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
-        let field = |f: &str| v[f].as_str().unwrap_or_default().to_string();
-        docs.insert(field("_id"), (field("title"), field("text")));
-    }
-    Ok(docs)
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    ksparse::pipeline::parse_docs(&bytes, path)
 }
 
 /// Writes a new collection folder of codes only at `dir` (which must not exist) holding
@@ -1551,7 +1537,7 @@ fn adopt(from: &Path, tmp: &Path, models: &Models) -> Result<CollectionConfig, A
         .map_err(|e| ApiError::bad(format!("{e:#}")))?;
     copy_dir(&from.join("encoder"), &tmp.join("encoder")).map_err(internal)?;
     copy_dir(&from.join("index"), &tmp.join("index")).map_err(internal)?;
-    std::fs::copy(from.join("docs.jsonl"), tmp.join("docs.jsonl")).map_err(internal)?;
+    std::fs::copy(from.join(DOCS_FILE), tmp.join(DOCS_FILE)).map_err(internal)?;
     let (_, enc_config) = SparseEncoder::load(&tmp.join("encoder")).map_err(internal)?;
     Ok(CollectionConfig {
         vector_name: "text".into(),

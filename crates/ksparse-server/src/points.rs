@@ -53,6 +53,16 @@ impl PointId {
     }
 }
 
+/// Qdrant's `with_payload` / `with_vector` options: absent or `null` means `default`, a
+/// boolean says itself, anything else (a list of fields, a selector) means yes.
+pub fn wanted(option: &Option<serde_json::Value>, default: bool) -> bool {
+    match option {
+        None | Some(serde_json::Value::Null) => default,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => true,
+    }
+}
+
 /// A sparse vector: latent (or term) indices and their values.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

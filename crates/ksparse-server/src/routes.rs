@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::api::{Answer, ApiError, Body, Reply};
 use crate::collection::{self, QueryRequest};
 use crate::filter::Filter;
-use crate::points::{PointId, PointInput};
+use crate::points::{wanted, PointId, PointInput};
 use crate::{blocking, limited, State};
 
 /// Who may call a route.
@@ -220,14 +220,6 @@ struct RetrieveRequest {
     with_payload: Option<Value>,
     #[serde(default)]
     with_vector: Option<Value>,
-}
-
-fn wanted(v: &Option<Value>, default: bool) -> bool {
-    match v {
-        None | Some(Value::Null) => default,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => true,
-    }
 }
 
 async fn retrieve_points(

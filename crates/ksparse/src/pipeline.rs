@@ -36,15 +36,15 @@ use crate::embed::Embedder;
 use crate::encoder::train::{train_folder, EpochLog, Pairs, TrainConfig, TrainData, Trained};
 
 pub use build::{
-    build, model_fingerprint, train_cached, train_for_corpus, BuildOptions, Manifest, FOLDER,
-    MANIFEST_FILE,
+    build, model_fingerprint, train_cached, train_for_corpus, BuildOptions, Manifest, DOCS_FILE,
+    FOLDER, MANIFEST_FILE,
 };
 pub use evaluate::{
     evaluate, evaluate_dense, evaluate_sparse, DenseEvalOptions, EvalOptions, SparseEvalOptions,
     SparseEvaluation,
 };
 pub use files::{embed_file, encode_file, Encoded};
-pub use search::{snippet, Found, Searcher};
+pub use search::{parse_docs, snippet, Found, Searcher};
 
 /// A long stage of the pipeline, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -155,6 +155,7 @@ pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
         Vec::new()
     });
     let scifact_docs = searcher.manifest.documents;
+    let model = searcher.manifest.model.clone();
     drop(searcher);
     let in_process = vec![
         ("code".to_string(), o.docs, code_p50, code_p99),
@@ -271,7 +272,7 @@ pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
     http(
         "PUT",
         "/collections/ingest",
-        json!({"model": searcher_model(&o.folder)?, "encoder": o.folder.join("encoder")}),
+        json!({"model": model, "encoder": o.folder.join("encoder")}),
     )?;
     let mut ingest = Vec::new();
     let n_vec = x.nrows();
@@ -334,15 +335,6 @@ fn upserts(
             )
         })
         .collect()
-}
-
-/// The model path a search folder records.
-fn searcher_model(folder: &Path) -> Result<String> {
-    let m: ksparse::pipeline::Manifest = ksparse::io::read_json_checked(
-        &folder.join(ksparse::pipeline::MANIFEST_FILE),
-        "search folder manifest",
-    )?;
-    Ok(m.model)
 }
 
 /// `ksparse serve` as a child process on a free loopback port.

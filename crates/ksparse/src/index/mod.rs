@@ -362,7 +362,8 @@ impl Index {
         }
     }
 
-    fn locate(&self, doc: u32) -> (usize, usize) {
+    /// (segment number, local row) of global document `doc`.
+    pub fn locate(&self, doc: u32) -> (usize, usize) {
         let s = self.bases.partition_point(|&b| b <= doc as usize) - 1;
         (s, doc as usize - self.bases[s])
     }

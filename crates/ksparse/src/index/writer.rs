@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use super::segment::{self, Segment};
+use super::segment;
 use super::store;
 use super::{segment_file, write_meta, Index, Meta, SegmentEntry};
 use crate::base::SparseCode;
@@ -57,26 +57,25 @@ impl Writer {
     /// Adds `codes` with external `ids` (new to the index) as a new segment and commits.
     pub fn add(&self, codes: &[SparseCode], ids: &[String], hidden: usize) -> Result<Meta> {
         let index = Index::open(&self.dir)?;
-        let live: HashSet<&str> = live_docs(&index).map(|(id, _)| id).collect();
-        if let Some(id) = ids.iter().find(|id| live.contains(id.as_str())) {
-            bail!("document id {id:?} is already in the index; delete it first to replace it");
+        if let Some(&d) = live_with_ids(&index, ids).first() {
+            bail!(
+                "document id {:?} is already in the index; delete it first to replace it",
+                index.id(d)
+            );
         }
         let docs = NewDocs {
             codes,
             ids,
             records: None,
         };
-        self.upsert(&index, docs, hidden)
+        self.upsert_replacing(&index, docs, hidden, &[])
     }
 
     /// Adds `docs` as a new segment, deleting the live documents that have their ids, in
     /// one commit: a reader sees the old documents or the new ones, never both or neither.
     /// `current` must be the index's latest commit (an index this writer's changes opened).
     pub fn upsert(&self, current: &Index, docs: NewDocs, hidden: usize) -> Result<Meta> {
-        let ids: HashSet<&str> = docs.ids.iter().map(String::as_str).collect();
-        let replaced: Vec<u32> = (0..current.len() as u32)
-            .filter(|&d| !current.is_deleted(d) && ids.contains(current.id(d)))
-            .collect();
+        let replaced = live_with_ids(current, docs.ids);
         self.upsert_replacing(current, docs, hidden, &replaced)
     }
 
@@ -97,8 +96,7 @@ impl Writer {
         self.check_current(current)?;
         let ids: HashSet<&str> = docs.ids.iter().map(String::as_str).collect();
         for &d in replaced {
-            if d as usize >= current.len() || current.is_deleted(d) || !ids.contains(current.id(d))
-            {
+            if !is_live(current, d) || !ids.contains(current.id(d)) {
                 bail!("document {d} is not a live document with one of the new ids");
             }
         }
@@ -139,10 +137,7 @@ impl Writer {
     /// [`Writer::delete`] on `current`, the index's latest commit; also returns the new
     /// commit (none when no id was live).
     pub fn delete_in(&self, current: &Index, ids: &[String]) -> Result<(usize, Option<Meta>)> {
-        let wanted: HashSet<&str> = ids.iter().map(String::as_str).collect();
-        let docs: Vec<u32> = (0..current.len() as u32)
-            .filter(|&d| !current.is_deleted(d) && wanted.contains(current.id(d)))
-            .collect();
+        let docs = live_with_ids(current, ids);
         Ok((docs.len(), self.delete_docs(current, &docs)?))
     }
 
@@ -150,10 +145,7 @@ impl Writer {
     /// commit) and commits; `None` when `docs` is empty (nothing to commit).
     pub fn delete_docs(&self, current: &Index, docs: &[u32]) -> Result<Option<Meta>> {
         self.check_current(current)?;
-        if let Some(&d) = docs
-            .iter()
-            .find(|&&d| d as usize >= current.len() || current.is_deleted(d))
-        {
+        if let Some(&d) = docs.iter().find(|&&d| !is_live(current, d)) {
             bail!("document {d} is not a live document of the index");
         }
         if docs.is_empty() {
@@ -259,12 +251,9 @@ impl Writer {
 /// Adds a tombstone to `meta` (a copy of `index`'s commit) for each of `docs` (global
 /// document numbers, live).
 fn tombstone(index: &Index, docs: &[u32], meta: &mut Meta) {
-    let bases: Vec<usize> = index.segments().map(|(b, _, _)| b).collect();
     for &d in docs {
-        let s = bases.partition_point(|&b| b <= d as usize) - 1;
-        meta.segments[s]
-            .deleted
-            .push((d as usize - bases[s]) as u32);
+        let (s, local) = index.locate(d);
+        meta.segments[s].deleted.push(local as u32);
     }
     for entry in &mut meta.segments {
         entry.deleted.sort_unstable();
@@ -287,13 +276,17 @@ pub fn merge(dir: &Path) -> Result<Meta> {
     Writer::open(dir, Wait::No)?.merge()
 }
 
-/// (external id, (segment, local row)) of every live document, in document order.
-fn live_docs(index: &Index) -> impl Iterator<Item = (&str, (&Segment, usize))> {
-    index.segments().flat_map(|(_, seg, deleted)| {
-        (0..seg.docs)
-            .filter(move |&l| !deleted[l])
-            .map(move |l| (seg.id(l), (seg, l)))
-    })
+/// The live documents of `index` whose external id is one of `ids`, in document order.
+fn live_with_ids(index: &Index, ids: &[String]) -> Vec<u32> {
+    let ids: HashSet<&str> = ids.iter().map(String::as_str).collect();
+    (0..index.len() as u32)
+        .filter(|&d| !index.is_deleted(d) && ids.contains(index.id(d)))
+        .collect()
+}
+
+/// Whether `doc` is a document number of `index` and not deleted.
+fn is_live(index: &Index, doc: u32) -> bool {
+    (doc as usize) < index.len() && !index.is_deleted(doc)
 }
 
 /// Removes segment files and temporary files that `meta` does not reference (left by a

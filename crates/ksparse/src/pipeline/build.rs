@@ -25,7 +25,7 @@ pub const MANIFEST_FILE: &str = "ksparse.json";
 /// Manifest format this build writes and reads.
 pub(super) const FORMAT: u32 = 1;
 /// The documents' ids, titles and texts inside a search folder, one JSON object a line.
-pub(super) const DOCS_FILE: &str = "docs.jsonl";
+pub const DOCS_FILE: &str = "docs.jsonl";
 /// The documents' dense vectors, int8, in the index's document order (`--keep-vectors`).
 pub(super) const VECTORS_FILE: &str = "vectors.i8";
 

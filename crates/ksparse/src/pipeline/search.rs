@@ -144,15 +144,7 @@ impl Searcher {
                 docs_path.display()
             );
         }
-        let mut docs = HashMap::new();
-        for (i, line) in bytes.lines().enumerate() {
-            let line =
-                line.with_context(|| format!("{}:{}: not UTF-8", docs_path.display(), i + 1))?;
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .with_context(|| format!("{}:{}: invalid JSON", docs_path.display(), i + 1))?;
-            let field = |f: &str| v[f].as_str().unwrap_or_default().to_string();
-            docs.insert(field("_id"), (field("title"), field("text")));
-        }
+        let docs = parse_docs(&bytes, &docs_path)?;
         Ok(Self {
             manifest,
             embedder,
@@ -224,6 +216,20 @@ impl Searcher {
             })
             .collect())
     }
+}
+
+/// Title and text by document id, from the bytes of a search folder's `docs.jsonl`
+/// (read from `path`, named in errors).
+pub fn parse_docs(bytes: &[u8], path: &Path) -> Result<HashMap<String, (String, String)>> {
+    let mut docs = HashMap::new();
+    for (i, line) in bytes.lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}: not UTF-8", path.display(), i + 1))?;
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
+        let field = |f: &str| v[f].as_str().unwrap_or_default().to_string();
+        docs.insert(field("_id"), (field("title"), field("text")));
+    }
+    Ok(docs)
 }
 
 /// Cross-checks the parts of the search folder `dir`: the widths of manifest, encoder and
