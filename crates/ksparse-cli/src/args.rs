@@ -16,8 +16,9 @@ use ksparse::io::{IoError, Wait};
 pub struct ModelArgs {
     /// Model: a sentence-transformers folder, a name under models/ (e.g. all-MiniLM-L6-v2),
     /// or a Hugging Face id in the local cache.
-    #[arg(long)]
-    pub model: String,
+    // Required; `eval --index` lifts that (the folder names its model), hence the Option.
+    #[arg(long, required = true)]
+    pub model: Option<String>,
     /// Texts per batch (inputs are sorted by length first, so padding stays small; one
     /// batch runs per thread). 16 measured fastest on SciFact passages with MiniLM.
     #[arg(long, value_parser = positive_usize, default_value_t = 16)]
@@ -28,9 +29,14 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model as given (clap requires it wherever these flags are not lifted).
+    pub fn name(&self) -> &str {
+        self.model.as_deref().expect("--model is required")
+    }
+
     /// Loads the model, truncating inputs at --max-seq-length when given.
     pub fn load(&self) -> Result<Embedder> {
-        let mut e = Embedder::load(&self.model)?;
+        let mut e = Embedder::load(self.name())?;
         if let Some(n) = self.max_seq_length {
             e.set_max_seq_length(n)?;
         }

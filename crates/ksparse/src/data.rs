@@ -36,6 +36,85 @@ impl Texts {
     }
 }
 
+/// One of N deterministic parts of a collection, so that N machines can each embed,
+/// encode or index 1/N of a corpus and together cover it exactly once: document `id`
+/// belongs to part `FNV-1a-64(id) mod N`. The part depends on the id alone — not on the
+/// file's order, its other documents or the machine — so a document lands in the same part
+/// on every run, and parts can be exported one by one into one engine collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This part, 0 ≤ index < count.
+    index: usize,
+    /// Parts in all, ≥ 1.
+    count: usize,
+}
+
+impl Shard {
+    /// Part `index` (from 0) of `count`; `None` unless `index < count`.
+    pub fn new(index: usize, count: usize) -> Option<Self> {
+        (index < count).then_some(Self { index, count })
+    }
+
+    /// Parts in all.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Whether document `id` belongs to this part.
+    pub fn holds(&self, id: &str) -> bool {
+        // FNV-1a, 64 bits: stable across releases and platforms (unlike std's hasher).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in id.as_bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h % self.count as u64 == self.index as u64
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    /// `I/N`: part I (from 0) of N.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{s:?} is not a shard: write I/N, part I (counted from 0) of N parts, e.g. 0/3")
+        };
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
+        Self::new(index, count).ok_or_else(|| {
+            format!(
+                "shard {s}: the part must be below the number of parts (0/{count} … {}/{count})",
+                count.saturating_sub(1)
+            )
+        })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    /// `I/N`, as parsed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Texts {
+    /// The entries that belong to `shard`, in file order.
+    pub fn shard(self, shard: Shard) -> Texts {
+        let mut out = Texts::default();
+        for ((id, text), title) in self.ids.into_iter().zip(self.texts).zip(self.titles) {
+            if shard.holds(&id) {
+                out.ids.push(id);
+                out.texts.push(text);
+                out.titles.push(title);
+            }
+        }
+        out
+    }
+}
+
 /// Relevance judgements: query id → (doc id → graded relevance).
 pub type Qrels = HashMap<String, HashMap<String, i32>>;
 
@@ -376,6 +455,43 @@ mod tests {
     use super::*;
 
     use crate::io::write_test_file as write;
+
+    #[test]
+    fn shards_split_ids_into_disjoint_parts_that_cover_them() {
+        let ids: Vec<String> = (0..3000).map(|i| format!("doc-{i}")).collect();
+        let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        let mut sizes = [0usize; 3];
+        for id in &ids {
+            let holders: Vec<usize> = (0..3).filter(|&s| shards[s].holds(id)).collect();
+            assert_eq!(holders.len(), 1, "{id} in {holders:?}");
+            sizes[holders[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&n| (900..1100).contains(&n)), "{sizes:?}");
+        // The part is a property of the id, fixed across releases.
+        assert!("1/1".parse::<Shard>().is_err() && "0/1".parse::<Shard>().unwrap().holds("x"));
+        assert_eq!(
+            (0..4).find(|&i| Shard { index: i, count: 4 }.holds("4983")),
+            Some(fnv_part("4983", 4))
+        );
+        for bad in ["3/3", "1", "a/3", "0/0", "-1/3"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        let texts = Texts {
+            ids: ids[..10].to_vec(),
+            texts: vec![String::new(); 10],
+            titles: vec![String::new(); 10],
+        };
+        let total: usize = shards.iter().map(|&s| texts.clone().shard(s).len()).sum();
+        assert_eq!(total, 10);
+    }
+
+    /// FNV-1a-64 mod n, from its definition (offset basis and prime of the 64-bit variant).
+    fn fnv_part(id: &str, n: u64) -> usize {
+        let h = id.bytes().fold(14695981039346656037u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(1099511628211)
+        });
+        (h % n) as usize
+    }
 
     #[test]
     fn corpus_text_is_title_plus_text() {

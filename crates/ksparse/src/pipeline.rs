@@ -36,21 +36,23 @@ use crate::embed::Embedder;
 use crate::encoder::train::{train_folder, EpochLog, Pairs, TrainConfig, TrainData, Trained};
 
 pub use build::{
-    build, model_fingerprint, train_cached, train_for_corpus, BuildOptions, Manifest, DOCS_FILE,
-    FOLDER, MANIFEST_FILE,
+    build, encoder_fingerprint, model_fingerprint, train_cached, train_for_corpus, BuildOptions,
+    Manifest, DOCS_FILE, FOLDER, MANIFEST_FILE,
 };
 pub use evaluate::{
-    evaluate, evaluate_dense, evaluate_sparse, DenseEvalOptions, EvalOptions, SparseEvalOptions,
-    SparseEvaluation,
+    evaluate, evaluate_dense, evaluate_folder, evaluate_sparse, DenseEvalOptions, EvalOptions,
+    SparseEvalOptions, SparseEvaluation,
 };
 pub use files::{embed_file, encode_file, Encoded};
-pub use search::{parse_docs, snippet, Found, Searcher};
+pub use search::{parse_docs, read_manifest, snippet, EngineError, Found, Searcher};
 
 /// A long stage of the pipeline, for progress reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
     /// Embedding texts (units: texts); says which ("corpus", "queries", …).
     Embed(&'static str),
+    /// Copying documents into another engine (units: documents).
+    Export,
     /// Training an encoder (units: steps).
     Train {
         /// Latents.
@@ -77,6 +79,7 @@ impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         match self {
             Self::Embed(what) => write!(f, "embedding {what}"),
+            Self::Export => f.write_str("exporting documents"),
             Self::Train {
                 hidden,
                 k,
@@ -134,6 +137,12 @@ pub enum ModelError {
         model: PathBuf,
         /// The dimension it gives.
         model_dim: usize,
+    },
+    /// A part of a corpus was to be built without the encoder all parts share.
+    #[error("part {shard} of a corpus needs the encoder every part shares: an encoder trained on one part would put each part in its own latent space")]
+    ShardWithoutEncoder {
+        /// The part.
+        shard: crate::data::Shard,
     },
     /// The model a search folder was built with cannot be loaded.
     #[error("cannot load the model {model} that {} needs: give the path of that model", folder.display())]

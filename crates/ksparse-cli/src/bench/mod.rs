@@ -1,6 +1,7 @@
 //! Benchmarks that compare a ksparse stage with the tool users run today, in one run, on
 //! the same data and thread count, and report the ratio.
 
+pub mod backends;
 pub mod embed;
 pub mod quality;
 pub mod search;
@@ -76,4 +77,79 @@ pub fn cpu_name() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// A search folder's encoder with SciFact's corpus vectors and queries as codes: what the
+/// engine benchmarks (`serve`, `backends`) search, at any size — the corpus's own codes
+/// first, then codes of vectors generated near them ([`search::generate`]).
+pub struct CodeWorkload {
+    /// The folder's encoder.
+    pub encoder: ksparse::encoder::SparseEncoder,
+    /// Its documents' code length.
+    pub k: usize,
+    /// The corpus texts.
+    pub corpus: ksparse::data::Texts,
+    /// The query texts.
+    pub queries: ksparse::data::Texts,
+    /// The corpus vectors.
+    pub vectors: ndarray::Array2<f32>,
+    /// The queries' codes (symmetric, at k).
+    pub query_codes: Vec<ksparse::base::SparseCode>,
+}
+
+impl CodeWorkload {
+    /// Embeds `corpus` and `queries` with `folder`'s model (through `cache`) and encodes
+    /// the queries with its encoder.
+    pub fn load(
+        folder: &Path,
+        corpus: &Path,
+        queries: &Path,
+        cache: &Path,
+        progress: &crate::output::Progress,
+    ) -> Result<Self> {
+        use ksparse::pipeline::{embed_through_cache, read_manifest};
+        let manifest = read_manifest(folder)?;
+        let embedder = ksparse::embed::Embedder::load(&manifest.model)?;
+        let (encoder, _) = ksparse::encoder::SparseEncoder::load(&folder.join("encoder"))?;
+        let corpus = ksparse::data::read_texts(corpus)?;
+        let queries = ksparse::data::read_texts(queries)?;
+        let cache = cache.join("embeddings");
+        let vectors = embed_through_cache(&embedder, &corpus, &cache, 32, "corpus", progress)?;
+        let q = embed_through_cache(&embedder, &queries, &cache, 32, "queries", progress)?;
+        let query_codes = q
+            .rows()
+            .into_iter()
+            .map(|r| encoder.encode_one(r.as_slice().expect("standard rows"), manifest.k))
+            .collect();
+        Ok(Self {
+            encoder,
+            k: manifest.k,
+            corpus,
+            queries,
+            vectors,
+            query_codes,
+        })
+    }
+
+    /// `n` document codes: the corpus's, then codes of vectors generated near them (with
+    /// `seed`).
+    pub fn codes(&self, n: usize, seed: u64) -> Vec<ksparse::base::SparseCode> {
+        let vectors = search::generate(&self.vectors, n, 0.3, seed);
+        self.encoder
+            .encode(vectors.as_slice().expect("standard layout"), n, self.k)
+    }
+
+    /// The queries' codes as (latent, weight) terms.
+    pub fn query_terms(&self) -> Vec<Vec<(u32, f32)>> {
+        self.query_codes
+            .iter()
+            .map(|c| {
+                c.ids
+                    .iter()
+                    .copied()
+                    .zip(c.values.iter().copied())
+                    .collect()
+            })
+            .collect()
+    }
 }

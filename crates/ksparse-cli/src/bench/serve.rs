@@ -20,16 +20,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use ksparse::base::stopwatch::latencies;
-use ksparse::base::SparseCode;
-use ksparse::data::read_texts;
-use ksparse::embed::Embedder;
-use ksparse::encoder::SparseEncoder;
 use ksparse::index::Index;
-use ksparse::pipeline::{embed_through_cache, Searcher};
+use ksparse::pipeline::Searcher;
 use ksparse_server::load::{self, Call, Measured, Method, Workload};
 use serde::Serialize;
 use serde_json::json;
 
+use super::CodeWorkload;
 use crate::output::Progress;
 
 fn method(name: &str) -> Method {
@@ -98,19 +95,9 @@ const TOP: usize = 10;
 /// Runs the benchmark.
 pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
     let searcher = Searcher::open(&o.folder, None)?;
-    let k = searcher.manifest.k;
-    let embedder = Embedder::load(&searcher.manifest.model)?;
-    let (encoder, _) = SparseEncoder::load(&o.folder.join("encoder"))?;
-    let corpus = read_texts(&o.corpus)?;
-    let queries = read_texts(&o.queries)?;
-    let cache = o.cache.join("embeddings");
-    let x = embed_through_cache(&embedder, &corpus, &cache, 32, "corpus", progress)?;
-    let q = embed_through_cache(&embedder, &queries, &cache, 32, "queries", progress)?;
-    let query_codes: Vec<SparseCode> = q
-        .rows()
-        .into_iter()
-        .map(|r| encoder.encode_one(r.as_slice().expect("standard rows"), k))
-        .collect();
+    let w = CodeWorkload::load(&o.folder, &o.corpus, &o.queries, &o.cache, progress)?;
+    let (encoder, corpus, queries, x) = (&w.encoder, &w.corpus, &w.queries, &w.vectors);
+    let query_codes = &w.query_codes;
 
     // The collection of codes, written before the server starts.
     let data = o.scratch.join("serve-data");
@@ -119,25 +106,14 @@ pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
     }
     let big = data.join("collections/codes");
     tracing::info!("indexing {} generated codes", o.docs);
-    let vectors = super::search::generate(&x, o.docs, 0.3, 7);
-    let codes = encoder.encode(vectors.as_slice().expect("standard layout"), o.docs, k);
-    drop(vectors);
+    let codes = w.codes(o.docs, 7);
     let ids: Vec<String> = (0..o.docs).map(|i| i.to_string()).collect();
     ksparse_server::collection::create_from_codes(&big, &codes, &ids, encoder.hidden)?;
     drop(codes);
 
     // In process, single thread, the searches the server runs.
     let index = Index::open(&big.join("index"))?;
-    let terms: Vec<Vec<(u32, f32)>> = query_codes
-        .iter()
-        .map(|c| {
-            c.ids
-                .iter()
-                .copied()
-                .zip(c.values.iter().copied())
-                .collect()
-        })
-        .collect();
+    let terms = w.query_terms();
     let (code_p50, code_p99, _) = latencies(terms.len(), |i| {
         index.search(&terms[i], TOP, 2 * TOP).expect("valid query")
     });
@@ -231,8 +207,7 @@ pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
     }
 
     // Mixed: 95 % queries by code, 5 % upserts of 10 generated points, memory sampled.
-    let extra = super::search::generate(&x, 2_000, 0.3, 11);
-    let extra_codes = encoder.encode(extra.as_slice().expect("standard layout"), extra.nrows(), k);
+    let extra_codes = w.codes(2_000, 11);
     let writes: Vec<Call> = extra_codes
         .chunks(10)
         .enumerate()

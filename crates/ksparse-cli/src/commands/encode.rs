@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
+use ksparse::data::Shard;
+
 use crate::args::positive_usize;
 
 #[derive(Args)]
@@ -21,10 +23,15 @@ pub struct EncodeArgs {
     /// Non-zeros per code (default: the k the encoder was trained with).
     #[arg(long, value_parser = positive_usize)]
     k: Option<usize>,
+    /// Encode only the rows of part I of N (counted from 0), as `embed --shard` parts
+    /// texts (by their ids): give the same I/N to both, or encode a whole embedding file
+    /// in N parts.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
 }
 
 pub fn run(a: EncodeArgs) -> Result<()> {
-    let done = ksparse::pipeline::encode_file(&a.encoder, &a.input, &a.output, a.k)?;
+    let done = ksparse::pipeline::encode_file(&a.encoder, &a.input, &a.output, a.k, a.shard)?;
     tracing::info!(
         rows = done.rows,
         k = done.k,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod embed;
 pub mod encode;
 pub mod eval;
+pub mod export;
 pub mod index;
 pub mod search;
 pub mod serve;

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use ksparse::data::text_lines;
+use ksparse::data::{text_lines, Shard};
 use ksparse::encoder::loss::LossWeights;
 use ksparse::encoder::scoring::{MissingVectors, ScoringMode};
 use ksparse::encoder::train::{TrainConfig, PSEUDO_DISTILL_WEIGHT};
 use ksparse::pipeline::{self, ModelError};
 
+use super::export::backend;
 use crate::args::{
     cause, check_rescore, output_hint, positive_usize, EncoderShapeArgs, LockArgs, ModelArgs,
 };
@@ -48,6 +49,12 @@ pub struct BuildArgs {
     /// document), so that `search --mode two-stage-dense` can re-rank by them.
     #[arg(long)]
     keep_vectors: bool,
+    /// Build only part I of N (counted from 0) of the corpus, so that N machines share the
+    /// work: a document belongs to the part given by a hash of its id. Needs --encoder
+    /// (every part must share one encoder: train it once, e.g. by a build of a sample).
+    /// Export each part into one collection with `ksparse export`.
+    #[arg(long, value_name = "I/N")]
+    shard: Option<Shard>,
     /// Print the manifest as JSON.
     #[arg(long)]
     json: bool,
@@ -81,6 +88,13 @@ pub struct SearchArgs {
     /// The model, when it has moved since the build (must be the same model).
     #[arg(long)]
     model: Option<String>,
+    /// Search through another engine holding this folder's codes: a URL given to `ksparse
+    /// export --to` (milvus://…, postgres://…; add search=hnsw&ef_search=N to a Postgres
+    /// URL for pgvector's approximate index), or `exact` for the folder's codes in memory
+    /// with exact f32 scores. Queries are still embedded and encoded here. Default mode
+    /// through an engine: two-stage (engines keep codes, not dense vectors).
+    #[arg(long, value_name = "URL|exact")]
+    backend: Option<String>,
     /// One JSON object per query.
     #[arg(long)]
     json: bool,
@@ -112,6 +126,7 @@ pub fn build(a: BuildArgs) -> Result<()> {
         batch_size: a.model.batch_size,
         wait: a.lock.wait(),
         keep_vectors: a.keep_vectors,
+        shard: a.shard,
     };
     let manifest = pipeline::build(&embedder, &opts, &Progress::new()).map_err(|e| {
         let e = output_hint(a.lock.hint(e), &a.output, "--output");
@@ -119,6 +134,9 @@ pub fn build(a: BuildArgs) -> Result<()> {
             Some(ModelError::EncoderDim { .. }) => {
                 e.context("--encoder does not fit --model: leave out --encoder to train one")
             }
+            Some(ModelError::ShardWithoutEncoder { .. }) => e.context(
+                "give --encoder: the encoder of a build of the whole corpus or of a sample (its encoder/ folder)",
+            ),
             _ => e,
         }
     })?;
@@ -139,29 +157,36 @@ pub fn build(a: BuildArgs) -> Result<()> {
 pub fn search(a: SearchArgs) -> Result<()> {
     check_rescore(a.rescore, a.top)?;
     let queries = read_queries(&a)?;
-    let searcher = pipeline::Searcher::open(&a.index, a.model.as_deref()).map_err(|e| {
-        let hint = match cause::<ModelError>(&e) {
-            Some(ModelError::Unavailable { .. }) => {
-                "give the path of the folder's model with --model".to_string()
+    let searcher = open_searcher(&a.index, a.model.as_deref())?;
+    let results = match &a.backend {
+        Some(spec) => {
+            if a.rescore > 0 {
+                anyhow::bail!("--rescore re-ranks the on-disk index's quantised scores; engines score exactly: leave out --rescore with --backend");
             }
-            Some(ModelError::Different { given, .. }) => format!(
-                "search with the folder's model (--model PATH), or rebuild the folder with `ksparse build --model {}`",
-                given.display()
-            ),
-            _ => return e,
-        };
-        e.context(hint)
-    })?;
-    let mode = a.mode.unwrap_or_else(|| searcher.default_mode());
-    let results = searcher
-        .search(&queries, a.top, mode, a.rescore)
-        .map_err(|e| match cause::<MissingVectors>(&e) {
-            Some(_) => e.context(format!(
-                "rebuild {} with `ksparse build --keep-vectors`, or search with --mode two-stage",
-                a.index.display()
-            )),
-            None => e,
-        })?;
+            let engine = backend(&searcher, spec)?;
+            let mode = a.mode.unwrap_or_else(|| searcher.engine_default_mode());
+            searcher
+                .search_through(&*engine, &queries, a.top, mode)
+                .map_err(|e| match cause::<MissingVectors>(&e) {
+                    Some(_) => e.context(
+                        "engines keep codes, not dense vectors: search with --mode two-stage",
+                    ),
+                    None => e,
+                })?
+        }
+        None => {
+            let mode = a.mode.unwrap_or_else(|| searcher.default_mode());
+            searcher
+                .search(&queries, a.top, mode, a.rescore)
+                .map_err(|e| match cause::<MissingVectors>(&e) {
+                    Some(_) => e.context(format!(
+                        "rebuild {} with `ksparse build --keep-vectors`, or search with --mode two-stage",
+                        a.index.display()
+                    )),
+                    None => e,
+                })?
+        }
+    };
     let mut out = Stdout::new();
     for (q, hits) in queries.iter().zip(&results) {
         let mut text = String::new();
@@ -189,6 +214,24 @@ pub fn search(a: SearchArgs) -> Result<()> {
         }
     }
     out.finish()
+}
+
+/// Opens search folder `dir` (with `model` when it moved), with the flag to change when
+/// the model is missing or another.
+pub fn open_searcher(dir: &std::path::Path, model: Option<&str>) -> Result<pipeline::Searcher> {
+    pipeline::Searcher::open(dir, model).map_err(|e| {
+        let hint = match cause::<ModelError>(&e) {
+            Some(ModelError::Unavailable { .. }) => {
+                "give the path of the folder's model with --model".to_string()
+            }
+            Some(ModelError::Different { given, .. }) => format!(
+                "search with the folder's model (--model PATH), or rebuild the folder with `ksparse build --model {}`",
+                given.display()
+            ),
+            _ => return e,
+        };
+        e.context(hint)
+    })
 }
 
 /// The query texts: the arguments, then the non-empty lines of --queries (- for stdin).

@@ -30,7 +30,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::SparseEncoder;
-use crate::base::{dot, top_indices, Hit};
+use crate::base::{dot, top_indices, Hit, SparseCode};
 
 /// Candidates re-ranked by `two-stage` when the mode does not name R: chosen on SciFact's
 /// training queries (`docs/results/quality-selection/README.md`).
@@ -255,6 +255,128 @@ impl QueryPlan<'_> {
         }
         candidates.truncate(top);
         Ok(candidates)
+    }
+}
+
+/// A document an engine returned for a sparse query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineHit {
+    /// The document's external id.
+    pub id: String,
+    /// Σ weight · value over the query's terms as the engine computed it (after a second
+    /// stage: the re-ranking score).
+    pub score: f32,
+    /// The document's code, when asked for: a second stage re-ranks by it.
+    pub code: Option<SparseCode>,
+    /// Title and text, when the engine keeps them (databases do; the index keeps them in
+    /// the search folder's `docs.jsonl`).
+    pub document: Option<(String, String)>,
+}
+
+/// Whatever holds codes and answers a sparse query with its exact top n — the on-disk
+/// index, an exact scan in memory, or a database (Milvus, Postgres with pgvector) — so
+/// that one query path ([`QueryPlan::run`]) and its second stage run on all of them.
+pub trait SparseEngine: Send + Sync {
+    /// Where the codes are, for messages and reports (never with credentials).
+    fn name(&self) -> String;
+    /// SHA-256 of the encoder the codes were made with, where the engine records it.
+    fn encoder_sha256(&self) -> anyhow::Result<Option<String>>;
+    /// Documents held.
+    fn count(&self) -> anyhow::Result<usize>;
+    /// The `depth` documents with the highest Σ weight · value over `terms` (latent,
+    /// weight), best first, with what `fetch` asks for.
+    fn top(
+        &self,
+        terms: &[(u32, f32)],
+        depth: usize,
+        fetch: Fetch,
+    ) -> anyhow::Result<Vec<EngineHit>>;
+}
+
+/// What an engine returns with each hit besides its id and score.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fetch {
+    /// The document's code ([`EngineHit::code`]), which a second stage needs.
+    pub codes: bool,
+    /// Its title and text ([`EngineHit::document`]), where the engine keeps them.
+    pub documents: bool,
+}
+
+impl QueryPlan<'_> {
+    /// The best `top` documents of `engine` for this plan: the engine's top
+    /// [`depth`](Self::depth) for the terms (with their codes when the plan re-ranks),
+    /// finished by [`finish`](Self::finish). Engines keep codes, not dense vectors, so
+    /// `two-stage-dense` fails with [`MissingVectors`].
+    /// `documents`: also fetch each hit's title and text where the engine keeps them.
+    pub fn run(
+        &self,
+        engine: &dyn SparseEngine,
+        top: usize,
+        documents: bool,
+    ) -> anyhow::Result<Vec<EngineHit>> {
+        let fetch = Fetch {
+            codes: self.reranks(),
+            documents,
+        };
+        let mut hits = engine.top(&self.terms, self.depth(top), fetch)?;
+        if !self.reranks() {
+            hits.truncate(top);
+            return Ok(hits);
+        }
+        let width = self.rerank.as_ref().map_or(0, |r| r.2.hidden);
+        for h in &hits {
+            match &h.code {
+                None => anyhow::bail!(
+                    "{} returned document {} without its code, which the second stage re-ranks by",
+                    engine.name(),
+                    h.id
+                ),
+                Some(c) if c.ids.iter().any(|&j| j as usize >= width) => anyhow::bail!(
+                    "{} returned document {} with a latent beyond the encoder's {width}: the collection holds codes of another encoder",
+                    engine.name(),
+                    h.id
+                ),
+                Some(_) => {}
+            }
+        }
+        // Candidates are numbered by the engine's rank, so ties keep the engine's order.
+        let candidates = hits
+            .iter()
+            .enumerate()
+            .map(|(i, h)| Hit {
+                doc: i as u32,
+                score: h.score,
+            })
+            .collect();
+        let order = self.finish(candidates, top, &EngineDocs(&hits))?;
+        let mut slots: Vec<Option<EngineHit>> = hits.into_iter().map(Some).collect();
+        Ok(order
+            .into_iter()
+            .map(|h| {
+                let mut hit = slots[h.doc as usize].take().expect("each candidate once");
+                hit.score = h.score;
+                hit
+            })
+            .collect())
+    }
+}
+
+/// An engine's candidates as a second stage reads them: codes by rank, no dense vectors.
+struct EngineDocs<'a>(&'a [EngineHit]);
+
+impl Forward for EngineDocs<'_> {
+    fn code_into(&self, doc: u32, out: &mut Vec<(u32, f32)>) {
+        if let Some(c) = &self.0[doc as usize].code {
+            out.extend(c.ids.iter().copied().zip(c.values.iter().copied()));
+        }
+    }
+
+    fn dense_dot(&self, _: u32, _: &[f32]) -> Option<f32> {
+        None
+    }
+
+    fn keeps_vectors(&self) -> bool {
+        false
     }
 }
 

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::base::Hit;
 use crate::base::SparseCode;
 use crate::embed::int8::Int8Vectors;
-use crate::encoder::scoring::{Forward, QueryPlan};
+use crate::encoder::scoring::{EngineHit, Fetch, Forward, QueryPlan, SparseEngine};
 use crate::io::{
     read_json_checked, write_atomic, write_dir_atomic, write_json_checked, FolderKind, IoError,
 };
@@ -530,6 +530,13 @@ impl Index {
         out.extend(self.segments[s].forward(local));
     }
 
+    /// Document `doc`'s exact code.
+    pub fn code(&self, doc: u32) -> SparseCode {
+        let (s, local) = self.locate(doc);
+        let (ids, values) = self.segments[s].forward(local).unzip();
+        SparseCode { ids, values }
+    }
+
     /// [`Index::search`] for many queries, spread over the thread pool; results in query
     /// order.
     pub fn search_batch(
@@ -659,6 +666,37 @@ impl Forward for IndexDocs<'_> {
 
     fn keeps_vectors(&self) -> bool {
         self.vectors.is_some()
+    }
+}
+
+/// The index as one engine among others: its first stage is exact over the one-byte
+/// quantised weights, so its scores and order can differ from an exact f32 engine's by the
+/// quantisation (see [`Index::search`]). The encoder is recorded by the search folder, not
+/// the index.
+impl SparseEngine for Index {
+    fn name(&self) -> String {
+        "the on-disk index".to_string()
+    }
+
+    fn encoder_sha256(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    fn count(&self) -> Result<usize> {
+        Ok(self.live())
+    }
+
+    fn top(&self, terms: &[(u32, f32)], depth: usize, fetch: Fetch) -> Result<Vec<EngineHit>> {
+        Ok(self
+            .search(terms, depth, 0)?
+            .into_iter()
+            .map(|h| EngineHit {
+                id: self.id(h.doc).to_string(),
+                score: h.score,
+                code: fetch.codes.then(|| self.code(h.doc)),
+                document: None,
+            })
+            .collect())
     }
 }
 

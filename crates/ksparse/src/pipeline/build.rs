@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{embed_through_cache, train_encoder, ModelError, Progress};
-use crate::data::{read_texts, Texts};
+use crate::data::{read_texts, Shard, Texts};
 use crate::embed::cache::cache_key;
 use crate::embed::int8::Int8Vectors;
 use crate::embed::Embedder;
@@ -64,6 +64,10 @@ pub struct Manifest {
     /// renumbers its documents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vectors_generation: Option<u64>,
+    /// The part of the corpus this folder holds (`I/N`, see [`Shard`]); absent for a whole
+    /// corpus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// Search folders, as [`write_dir_atomic`] knows them.
@@ -95,6 +99,9 @@ pub struct BuildOptions<'a> {
     /// Keep the documents' dense vectors (int8, one byte per dimension) for the
     /// `two-stage-dense` scoring mode.
     pub keep_vectors: bool,
+    /// Build only this part of the corpus. Every part must share one encoder, so a
+    /// sharded build takes `encoder` rather than training one on its part.
+    pub shard: Option<Shard>,
 }
 
 /// SHA-256 over a model folder's configuration, tokenizer and weights (each file's name,
@@ -114,8 +121,9 @@ pub fn model_fingerprint(dir: &Path) -> Result<String> {
     )
 }
 
-/// SHA-256 of an encoder folder's config and weights.
-pub(super) fn encoder_fingerprint(dir: &Path) -> Result<String> {
+/// SHA-256 of an encoder folder's config and weights (what a manifest records as
+/// `encoder_sha256`).
+pub fn encoder_fingerprint(dir: &Path) -> Result<String> {
     fingerprint(dir, &[CONFIG_FILE, WEIGHTS_FILE])
 }
 
@@ -162,9 +170,22 @@ pub fn build(
     } else {
         None
     };
-    let texts = read_texts(opts.corpus)?;
+    let mut texts = read_texts(opts.corpus)?;
     if texts.is_empty() {
         bail!("{} holds no documents", opts.corpus.display());
+    }
+    if let Some(shard) = opts.shard {
+        if opts.encoder.is_none() {
+            return Err(ModelError::ShardWithoutEncoder { shard }.into());
+        }
+        texts = texts.shard(shard);
+        if texts.is_empty() {
+            bail!(
+                "part {shard} of {} holds no documents (too few documents for {} parts)",
+                opts.corpus.display(),
+                shard.count()
+            );
+        }
     }
     let n = texts.len();
     let vectors = embed_through_cache(
@@ -225,6 +246,7 @@ pub fn build(
         docs_sha256: None,
         vectors_sha256: None,
         vectors_generation: None,
+        shard: opts.shard.map(|s| s.to_string()),
     };
     write_dir_atomic(opts.output, &FOLDER, |dir| {
         index::build(&dir.join("index"), &codes, &texts.ids, encoder.hidden)?;

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ndarray::Array2;
 
-use super::{embed_texts, embed_through_cache, train_cached, Progress};
+use super::{embed_texts, embed_through_cache, train_cached, Progress, Searcher};
 use crate::data::{find_file, read_texts, Dataset, Texts};
 use crate::embed::cache::cache_key;
 use crate::embed::Embedder;
-use crate::encoder::scoring::{ModeSpec, ScoringMode};
+use crate::encoder::scoring::{ModeSpec, ScoringMode, SparseEngine};
 use crate::encoder::train::{Pairs, TrainConfig, PSEUDO_DISTILL_WEIGHT, SUPERVISED_NCE_WEIGHT};
 use crate::encoder::{check_k, Hidden, SparseEncoder};
 use crate::eval::report::{self, Report};
@@ -325,4 +325,39 @@ pub fn evaluate_sparse(opts: &SparseEvalOptions) -> Result<SparseEvaluation> {
         k,
         hidden: enc.hidden,
     })
+}
+
+/// Evaluates a search folder on a BEIR dataset's `split`: each judged query is searched
+/// to depth [`eval::EVAL_DEPTH`] under `mode`, by the folder's own index
+/// ([`Searcher::search`]) or, given `engine`, through it ([`Searcher::search_through`]: a
+/// database the folder was exported to, or its codes in memory), and the run is scored
+/// against the qrels.
+pub fn evaluate_folder(
+    searcher: &Searcher,
+    engine: Option<&dyn SparseEngine>,
+    dataset: &Path,
+    split: &str,
+    mode: ScoringMode,
+) -> Result<Evaluation> {
+    if let Some(engine) = engine {
+        searcher.check_engine(engine)?;
+    }
+    let ds = Dataset::load(dataset, split)?;
+    let queries = &ds.queries.texts;
+    let hits = match engine {
+        Some(engine) => searcher.search_through(engine, queries, eval::EVAL_DEPTH, mode)?,
+        None => searcher.search(queries, eval::EVAL_DEPTH, mode, 0)?,
+    };
+    let run = ds
+        .queries
+        .ids
+        .iter()
+        .zip(hits)
+        .map(|(q, hits)| {
+            let list = hits.into_iter().map(|h| (h.id, h.score as f64)).collect();
+            (q.clone(), list)
+        })
+        .collect();
+    let name = engine.map_or_else(|| "the folder's index".to_string(), |e| e.name());
+    eval::evaluate_checked(&ds.qrels, &run, &ds.qrels_path.display().to_string(), &name)
 }

@@ -14,10 +14,11 @@ use super::{Manifest, ModelError, MANIFEST_FILE};
 use crate::embed::int8::Int8Vectors;
 use crate::embed::Embedder;
 use crate::encoder::check_k;
-use crate::encoder::scoring::{ScoringMode, DEFAULT_CANDIDATES};
+use crate::encoder::scoring::{ScoringMode, SparseEngine, DEFAULT_CANDIDATES};
 use crate::encoder::SparseEncoder;
 use crate::index::Index;
 use crate::io::{read_json_checked, IoError};
+use crate::search::sparse::ExactEngine;
 
 /// One search result.
 #[derive(Debug, Clone, Serialize)]
@@ -54,22 +55,7 @@ impl Searcher {
     /// Opens `dir`, loading its model (or `model`, which must be the same model) and
     /// verifying that model and encoder are the ones the documents were encoded with.
     pub fn open(dir: &Path, model: Option<&str>) -> Result<Self> {
-        let path = dir.join(MANIFEST_FILE);
-        let manifest: Manifest = match read_json_checked(&path, "search folder manifest") {
-            Ok(m) => m,
-            Err(IoError::Missing { .. }) => bail!(
-                "{} is not a ksparse search folder (no {MANIFEST_FILE})",
-                dir.display()
-            ),
-            Err(e) => return Err(e.into()),
-        };
-        if manifest.format != FORMAT {
-            bail!(
-                "{}: manifest format {}; this build reads format {FORMAT}",
-                path.display(),
-                manifest.format
-            );
-        }
+        let manifest = read_manifest(dir)?;
         let spec = model.unwrap_or(&manifest.model);
         let mut embedder = Embedder::load(spec).map_err(|e| ModelError::Unavailable {
             model: spec.to_string(),
@@ -172,6 +158,15 @@ impl Searcher {
         }
     }
 
+    /// [`Searcher::default_mode`] for a search through another engine, which holds codes
+    /// but not the dense vectors: two-stage re-ranks by the reconstruction score instead.
+    pub fn engine_default_mode(&self) -> ScoringMode {
+        match self.default_mode() {
+            ScoringMode::TwoStageDense(r) => ScoringMode::TwoStage(r),
+            mode => mode,
+        }
+    }
+
     /// The `top` best documents for each query text under `mode`; with `rescore` = R > 0
     /// the top R are re-ranked by the exact f32 codes (single-stage modes only: two-stage
     /// already re-ranks by the exact codes).
@@ -185,8 +180,7 @@ impl Searcher {
         if rescore > 0 && mode.candidates().is_some() {
             bail!("re-scoring by the exact codes applies to single-stage modes; {mode} re-ranks its candidates itself: give a single-stage mode (symmetric, symmetric:M, reconstruction, projected:M) to re-score");
         }
-        let vectors = self.embedder.embed(queries, 16, |_| {})?;
-        let vectors: Vec<Vec<f32>> = vectors.rows().into_iter().map(|q| q.to_vec()).collect();
+        let vectors = self.embed_queries(queries)?;
         let hits = vectors
             .par_iter()
             .map(|q| {
@@ -202,20 +196,121 @@ impl Searcher {
             .into_iter()
             .map(|hits| {
                 hits.into_iter()
-                    .map(|h| {
-                        let id = self.index.id(h.doc).to_string();
-                        let (title, text) = self.docs.get(&id).cloned().unwrap_or_default();
-                        Found {
-                            snippet: snippet(&text),
-                            id,
-                            score: h.score,
-                            title,
-                        }
-                    })
+                    .map(|h| self.found(self.index.id(h.doc).to_string(), h.score, None))
                     .collect()
             })
             .collect())
     }
+
+    /// [`Searcher::search`] through another engine holding this folder's codes (a
+    /// database the folder was exported to, or [`Searcher::exact_engine`]): queries are
+    /// embedded and planned here, the sparse query is answered by `engine`, and a
+    /// two-stage plan re-ranks the engine's candidates by their codes. `two-stage-dense`
+    /// needs the kept vectors, which engines do not hold. Call
+    /// [`Searcher::check_engine`] first.
+    pub fn search_through(
+        &self,
+        engine: &dyn SparseEngine,
+        queries: &[String],
+        top: usize,
+        mode: ScoringMode,
+    ) -> Result<Vec<Vec<Found>>> {
+        let vectors = self.embed_queries(queries)?;
+        vectors
+            .par_iter()
+            .map(|q| {
+                let plan = self.encoder.plan(q, self.manifest.k, mode);
+                Ok(plan
+                    .run(engine, top, true)?
+                    .into_iter()
+                    .map(|h| self.found(h.id, h.score, h.document))
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// Refuses an engine whose codes were made by another encoder than this folder's
+    /// (its documents would sit in another latent space than the queries).
+    pub fn check_engine(&self, engine: &dyn SparseEngine) -> Result<()> {
+        match engine.encoder_sha256()? {
+            Some(sha) if sha != self.manifest.encoder_sha256 => Err(EngineError::OtherEncoder {
+                engine: engine.name(),
+                engine_sha256: sha,
+                folder_sha256: self.manifest.encoder_sha256.clone(),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The folder's codes (live documents, exact f32 from the forward index) in memory as
+    /// an engine: the exact reference for the index and for databases.
+    pub fn exact_engine(&self) -> ExactEngine {
+        let (mut codes, mut ids) = (Vec::new(), Vec::new());
+        for doc in 0..self.index.len() as u32 {
+            if !self.index.is_deleted(doc) {
+                codes.push(self.index.code(doc));
+                ids.push(self.index.id(doc).to_string());
+            }
+        }
+        ExactEngine::new(codes, ids, self.index.hidden())
+    }
+
+    /// The dense vectors of `queries`, one row each.
+    pub fn embed_queries(&self, queries: &[String]) -> Result<Vec<Vec<f32>>> {
+        let vectors = self.embedder.embed(queries, 16, |_| {})?;
+        Ok(vectors.rows().into_iter().map(|q| q.to_vec()).collect())
+    }
+
+    /// A hit as shown: title and snippet from `document` where the engine kept it, from
+    /// the folder's `docs.jsonl` otherwise.
+    fn found(&self, id: String, score: f32, document: Option<(String, String)>) -> Found {
+        let (title, text) = document
+            .or_else(|| self.docs.get(&id).cloned())
+            .unwrap_or_default();
+        Found {
+            snippet: snippet(&text),
+            id,
+            score,
+            title,
+        }
+    }
+}
+
+/// An engine that does not hold this folder's codes.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine's codes were made by another encoder.
+    #[error("{engine} holds codes of encoder {engine_sha256}, but this folder's encoder is {folder_sha256}: its documents are in another latent space than these queries")]
+    OtherEncoder {
+        /// The engine.
+        engine: String,
+        /// The encoder it records.
+        engine_sha256: String,
+        /// The folder's.
+        folder_sha256: String,
+    },
+}
+
+/// The manifest of search folder `dir`, checked (checksum, format).
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    let manifest: Manifest = match read_json_checked(&path, "search folder manifest") {
+        Ok(m) => m,
+        Err(IoError::Missing { .. }) => bail!(
+            "{} is not a ksparse search folder (no {MANIFEST_FILE})",
+            dir.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    if manifest.format != FORMAT {
+        bail!(
+            "{}: manifest format {}; this build reads format {FORMAT}",
+            path.display(),
+            manifest.format
+        );
+    }
+    Ok(manifest)
 }
 
 /// Title and text by document id, from the bytes of a search folder's `docs.jsonl`

@@ -8,7 +8,7 @@
 use crate::base::SparseCode;
 use crate::base::{top_k, Hit};
 use crate::embed::int8::Int8Vectors;
-use crate::encoder::scoring::Forward;
+use crate::encoder::scoring::{EngineHit, Fetch, Forward, SparseEngine};
 
 /// Documents held in memory, numbered by row, as a second stage reads them: their codes
 /// and, where kept, their dense vectors.
@@ -81,6 +81,59 @@ impl SparseIndex {
             }
         }
         top_k(&scores, top)
+    }
+}
+
+/// Codes in memory as an engine: exact f32 scores by [`SparseIndex`] — the reference a
+/// database's or the on-disk index's answers are checked against.
+pub struct ExactEngine {
+    index: SparseIndex,
+    codes: Vec<SparseCode>,
+    ids: Vec<String>,
+}
+
+impl ExactEngine {
+    /// The engine over `codes` (latents below `hidden`) named by `ids`, row for row.
+    pub fn new(codes: Vec<SparseCode>, ids: Vec<String>, hidden: usize) -> Self {
+        assert_eq!(codes.len(), ids.len(), "one id per code");
+        Self {
+            index: SparseIndex::new(&codes, hidden),
+            codes,
+            ids,
+        }
+    }
+}
+
+impl SparseEngine for ExactEngine {
+    fn name(&self) -> String {
+        "exact f32 codes (in memory)".to_string()
+    }
+
+    fn encoder_sha256(&self) -> anyhow::Result<Option<String>> {
+        Ok(None)
+    }
+
+    fn count(&self) -> anyhow::Result<usize> {
+        Ok(self.codes.len())
+    }
+
+    fn top(
+        &self,
+        terms: &[(u32, f32)],
+        depth: usize,
+        fetch: Fetch,
+    ) -> anyhow::Result<Vec<EngineHit>> {
+        Ok(self
+            .index
+            .search(terms, depth)
+            .into_iter()
+            .map(|h| EngineHit {
+                id: self.ids[h.doc as usize].clone(),
+                score: h.score,
+                code: fetch.codes.then(|| self.codes[h.doc as usize].clone()),
+                document: None,
+            })
+            .collect())
     }
 }
 
