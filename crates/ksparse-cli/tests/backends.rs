@@ -59,6 +59,14 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// MiniLM, the two engines on loopback and a scratch folder; `None` (skip, or fail under
+/// `KSPARSE_REQUIRE_DATA=1`) when the model or the engines' packages are missing.
+fn setup() -> Option<(PathBuf, common::Engines, tempfile::TempDir)> {
+    let model = common::model("all-MiniLM-L6-v2")?;
+    let engines = common::Engines::start()?;
+    Some((model, engines, tempfile::tempdir().unwrap()))
+}
+
 /// Builds a search folder of `corpus` in `dir` (training its encoder, or with `encoder`).
 fn build(model: &Path, corpus: &Path, out: &Path, cache: &Path, extra: &[&str]) {
     let mut args = vec![
@@ -171,13 +179,9 @@ fn ndcg(folder: &Path, mode: &str, backend: Option<&str>) -> f64 {
 
 #[test]
 fn milvus_and_pgvector_answer_as_exact_search_does() {
-    let Some(model) = common::model("all-MiniLM-L6-v2") else {
+    let Some((model, engines, dir)) = setup() else {
         return;
     };
-    let Some(engines) = common::Engines::start() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("mini.ks");
     build(
         &model,
@@ -286,13 +290,9 @@ fn milvus_and_pgvector_answer_as_exact_search_does() {
 
 #[test]
 fn exports_resume_replace_changed_documents_and_refuse_other_encoders() {
-    let Some(model) = common::model("all-MiniLM-L6-v2") else {
+    let Some((model, engines, dir)) = setup() else {
         return;
     };
-    let Some(engines) = common::Engines::start() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let folder = dir.path().join("a.ks");
     build(&model, &fixture("corpus.jsonl.gz"), &folder, &cache, &[]);
@@ -417,13 +417,9 @@ fn exports_resume_replace_changed_documents_and_refuse_other_encoders() {
 
 #[test]
 fn three_shards_embed_encode_and_build_the_corpus_exactly_once() {
-    let Some(model) = common::model("all-MiniLM-L6-v2") else {
+    let Some((model, engines, dir)) = setup() else {
         return;
     };
-    let Some(engines) = common::Engines::start() else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
     let d = |name: &str| dir.path().join(name);
     let corpus = fixture("corpus.jsonl.gz");
 

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use pgvector::SparseVector;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{Kind, Type};
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config, GenericClient, NoTls};
 
 use ksparse::base::SparseCode;
 use ksparse::encoder::scoring::{EngineHit, Fetch, SparseEngine};
@@ -187,7 +187,7 @@ impl Postgres {
     }
 
     /// Whether the table exists (`Some`), with its comment.
-    fn comment(&self, client: &mut Client) -> Result<Option<Option<String>>> {
+    fn comment(&self, client: &mut impl GenericClient) -> Result<Option<Option<String>>> {
         let row = client.query_one(
             "SELECT to_regclass($1) IS NOT NULL, obj_description(to_regclass($1), 'pg_class')",
             &[&self.table],
@@ -358,10 +358,7 @@ impl Destination for Postgres {
                 t = self.table,
                 h = provenance.hidden
             ))?;
-            let comment: Option<String> = tx
-                .query_one("SELECT obj_description(to_regclass($1), 'pg_class')", &[&self.table])?
-                .get(0);
-            match comment {
+            match self.comment(&mut tx)?.flatten() {
                 None => tx.batch_execute(&format!("COMMENT ON TABLE {} IS '{record}'", self.table))?,
                 Some(text) => provenance.check_same_encoder(&self.provenance(Some(text))?, &self.name)?,
             }

@@ -26,7 +26,7 @@ use ksparse::index::{self, Index};
 use ksparse::search::sparse::ExactEngine;
 use ksparse_export::{export_rows, Destination, ExportOptions, Provenance};
 
-use super::{cpu_name, CodeWorkload};
+use super::{cpu_name, CodeWorkload, WorkloadArgs};
 use crate::output::Progress;
 
 /// Hits per query.
@@ -34,12 +34,8 @@ const TOP: usize = 10;
 
 /// What to run.
 pub struct Options {
-    /// A search folder from `ksparse build` (its model and encoder make the codes).
-    pub folder: PathBuf,
-    /// The corpus it was built from.
-    pub corpus: PathBuf,
-    /// Query texts.
-    pub queries: PathBuf,
+    /// The search folder, its corpus, the queries and the embedding cache.
+    pub workload: WorkloadArgs,
     /// Collection sizes.
     pub docs: Vec<usize>,
     /// Client threads per QPS run.
@@ -52,8 +48,6 @@ pub struct Options {
     pub ef_search: usize,
     /// Rows per insert.
     pub batch: usize,
-    /// Embedding cache.
-    pub cache: PathBuf,
     /// Where the index folders and the engines' data go.
     pub scratch: PathBuf,
 }
@@ -205,8 +199,8 @@ fn folder_bytes(path: &Path) -> Result<u64> {
 
 /// Runs the benchmark.
 pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
-    let w = CodeWorkload::load(&o.folder, &o.corpus, &o.queries, &o.cache, progress)?;
-    let provenance = Provenance::of(&ksparse::pipeline::read_manifest(&o.folder)?);
+    let w = CodeWorkload::load(&o.workload, progress)?;
+    let provenance = Provenance::of(&ksparse::pipeline::read_manifest(&o.workload.folder)?);
     let terms: Vec<Vec<(u32, f32)>> = w
         .query_terms()
         .into_iter()
@@ -215,7 +209,7 @@ pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
     if terms.is_empty() {
         bail!(
             "{}: no query encodes to a non-empty code",
-            o.queries.display()
+            o.workload.queries.display()
         );
     }
     let timed_queries = o.latency_queries.min(terms.len());

@@ -79,6 +79,24 @@ pub fn cpu_name() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
+/// Where an engine benchmark's workload comes from: a search folder, the corpus it was
+/// built from and query texts (flags of `bench serve` and `bench backends`).
+#[derive(clap::Args)]
+pub struct WorkloadArgs {
+    /// A search folder written by `ksparse build` (its model and encoder make the codes).
+    #[arg(long)]
+    pub folder: std::path::PathBuf,
+    /// The corpus it was built from.
+    #[arg(long, default_value = "data/scifact/corpus.jsonl.gz")]
+    pub corpus: std::path::PathBuf,
+    /// Query texts (BEIR queries.jsonl or one per line).
+    #[arg(long, default_value = "data/scifact/queries.jsonl.gz")]
+    pub queries: std::path::PathBuf,
+    /// Embedding cache (shared with `ksparse build`).
+    #[arg(long, default_value = ".ksparse-cache")]
+    pub cache: std::path::PathBuf,
+}
+
 /// A search folder's encoder with SciFact's corpus vectors and queries as codes: what the
 /// engine benchmarks (`serve`, `backends`) search, at any size — the corpus's own codes
 /// first, then codes of vectors generated near them ([`search::generate`]).
@@ -98,22 +116,16 @@ pub struct CodeWorkload {
 }
 
 impl CodeWorkload {
-    /// Embeds `corpus` and `queries` with `folder`'s model (through `cache`) and encodes
-    /// the queries with its encoder.
-    pub fn load(
-        folder: &Path,
-        corpus: &Path,
-        queries: &Path,
-        cache: &Path,
-        progress: &crate::output::Progress,
-    ) -> Result<Self> {
+    /// Embeds the corpus and the queries with the folder's model (through the cache) and
+    /// encodes the queries with its encoder.
+    pub fn load(paths: &WorkloadArgs, progress: &crate::output::Progress) -> Result<Self> {
         use ksparse::pipeline::{embed_through_cache, read_manifest};
-        let manifest = read_manifest(folder)?;
+        let manifest = read_manifest(&paths.folder)?;
         let embedder = ksparse::embed::Embedder::load(&manifest.model)?;
-        let (encoder, _) = ksparse::encoder::SparseEncoder::load(&folder.join("encoder"))?;
-        let corpus = ksparse::data::read_texts(corpus)?;
-        let queries = ksparse::data::read_texts(queries)?;
-        let cache = cache.join("embeddings");
+        let (encoder, _) = ksparse::encoder::SparseEncoder::load(&paths.folder.join("encoder"))?;
+        let corpus = ksparse::data::read_texts(&paths.corpus)?;
+        let queries = ksparse::data::read_texts(&paths.queries)?;
+        let cache = paths.cache.join("embeddings");
         let vectors = embed_through_cache(&embedder, &corpus, &cache, 32, "corpus", progress)?;
         let q = embed_through_cache(&embedder, &queries, &cache, 32, "queries", progress)?;
         let query_codes = q

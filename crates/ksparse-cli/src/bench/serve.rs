@@ -26,7 +26,7 @@ use ksparse_server::load::{self, Call, Measured, Method, Workload};
 use serde::Serialize;
 use serde_json::json;
 
-use super::CodeWorkload;
+use super::{CodeWorkload, WorkloadArgs};
 use crate::output::Progress;
 
 fn method(name: &str) -> Method {
@@ -35,13 +35,8 @@ fn method(name: &str) -> Method {
 
 /// What to run.
 pub struct Options {
-    /// A search folder from `ksparse build` (model, encoder, documents).
-    pub folder: PathBuf,
-    /// The BEIR corpus the folder was built from (texts and vectors for ingest and the
-    /// generated collection).
-    pub corpus: PathBuf,
-    /// Query texts.
-    pub queries: PathBuf,
+    /// The search folder, its corpus, the queries and the embedding cache.
+    pub workload: WorkloadArgs,
     /// Documents of the collection of codes.
     pub docs: usize,
     /// Connections per run.
@@ -50,8 +45,6 @@ pub struct Options {
     pub seconds: f64,
     /// Seconds of the mixed (query + upsert) soak.
     pub soak_seconds: f64,
-    /// Embedding cache.
-    pub cache: PathBuf,
     /// Where the server's data folder is made (removed afterwards).
     pub scratch: PathBuf,
 }
@@ -94,8 +87,8 @@ const TOP: usize = 10;
 
 /// Runs the benchmark.
 pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
-    let searcher = Searcher::open(&o.folder, None)?;
-    let w = CodeWorkload::load(&o.folder, &o.corpus, &o.queries, &o.cache, progress)?;
+    let searcher = Searcher::open(&o.workload.folder, None)?;
+    let w = CodeWorkload::load(&o.workload, progress)?;
     let (encoder, corpus, queries, x) = (&w.encoder, &w.corpus, &w.queries, &w.vectors);
     let query_codes = &w.query_codes;
 
@@ -158,7 +151,11 @@ pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
         }
         Ok(())
     };
-    http("PUT", "/collections/scifact", json!({"from": o.folder}))?;
+    http(
+        "PUT",
+        "/collections/scifact",
+        json!({"from": o.workload.folder}),
+    )?;
 
     let code_calls = |collection: &str| -> Vec<Call> {
         query_codes
@@ -247,7 +244,7 @@ pub fn run(o: &Options, progress: &Progress) -> Result<Report> {
     http(
         "PUT",
         "/collections/ingest",
-        json!({"model": model, "encoder": o.folder.join("encoder")}),
+        json!({"model": model, "encoder": o.workload.folder.join("encoder")}),
     )?;
     let mut ingest = Vec::new();
     let n_vec = x.nrows();

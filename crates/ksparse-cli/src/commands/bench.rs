@@ -17,7 +17,7 @@ use ksparse::io::{read_npy, write_atomic};
 use ksparse::pipeline::{embed_through_cache, Progress as _, Stage};
 
 use crate::args::{non_negative_f32, positive_f32, positive_usize, width, ModelArgs};
-use crate::bench::{self, quality::LossPreset, quality::Signal};
+use crate::bench::{self, quality::LossPreset, quality::Signal, WorkloadArgs};
 use crate::output::{write_report, Progress};
 
 #[derive(Subcommand)]
@@ -85,24 +85,6 @@ pub enum BenchCommand {
     ///
     /// Example: ksparse bench backends --folder scifact.ks --docs 100000,1000000
     Backends(BackendsBenchArgs),
-}
-
-/// What the engine benchmarks search: a search folder's encoder over its corpus's vectors
-/// and its queries (see `bench::CodeWorkload`).
-#[derive(Args)]
-pub struct WorkloadArgs {
-    /// A search folder written by `ksparse build` (its model and encoder make the codes).
-    #[arg(long)]
-    folder: PathBuf,
-    /// The corpus it was built from.
-    #[arg(long, default_value = "data/scifact/corpus.jsonl.gz")]
-    corpus: PathBuf,
-    /// Query texts (BEIR queries.jsonl or one per line).
-    #[arg(long, default_value = "data/scifact/queries.jsonl.gz")]
-    queries: PathBuf,
-    /// Embedding cache (shared with `ksparse build`).
-    #[arg(long, default_value = ".ksparse-cache")]
-    cache: PathBuf,
 }
 
 #[derive(Args)]
@@ -355,16 +337,13 @@ fn backends(a: BackendsBenchArgs) -> Result<()> {
     std::fs::create_dir_all(&a.output)?;
     let scratch = tempfile::tempdir()?;
     let options = bench::backends::Options {
-        folder: a.workload.folder,
-        corpus: a.workload.corpus,
-        queries: a.workload.queries,
+        workload: a.workload,
         docs: a.docs,
         concurrency: a.concurrency,
         seconds: a.seconds as f64,
         latency_queries: a.latency_queries,
         ef_search: a.ef_search,
         batch: a.batch,
-        cache: a.workload.cache,
         scratch: scratch.path().to_path_buf(),
     };
     let report = bench::backends::run(&options, &Progress::new())?;
@@ -382,14 +361,11 @@ fn serve(a: ServeBenchArgs) -> Result<()> {
     }
     std::fs::create_dir_all(&a.output)?;
     let options = bench::serve::Options {
-        folder: a.workload.folder,
-        corpus: a.workload.corpus,
-        queries: a.workload.queries,
+        workload: a.workload,
         docs: a.docs,
         concurrency: a.concurrency,
         seconds: a.seconds as f64,
         soak_seconds: a.soak_seconds as f64,
-        cache: a.workload.cache,
         scratch: a.output.clone(),
     };
     let report = bench::serve::run(&options, &Progress::new())?;

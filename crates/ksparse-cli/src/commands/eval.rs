@@ -10,8 +10,7 @@ use ksparse::encoder::Hidden;
 use ksparse::eval;
 use ksparse::pipeline;
 
-use super::export::backend;
-use super::search::open_searcher;
+use super::export::{engine_hint, open_search, Opened};
 use crate::args::{positive_usize, width, ModelArgs};
 use crate::output::{print_eval, print_json, print_text, Progress};
 
@@ -192,18 +191,14 @@ pub fn eval(a: EvalArgs) -> Result<()> {
 
 /// `eval --index`: one search folder, through its index or `--backend`.
 fn eval_folder(a: &EvalArgs, dir: &std::path::Path) -> Result<()> {
-    let searcher = open_searcher(dir, a.model.model.as_deref())?;
-    let engine = a
-        .backend
-        .as_deref()
-        .map(|spec| backend(&searcher, spec))
-        .transpose()?;
-    let mode = a.mode.unwrap_or_else(|| match engine {
-        Some(_) => searcher.engine_default_mode(),
-        None => searcher.default_mode(),
-    });
+    let Opened {
+        searcher,
+        engine,
+        mode,
+    } = open_search(dir, a.model.model.as_deref(), a.backend.as_deref(), a.mode)?;
     let result =
-        pipeline::evaluate_folder(&searcher, engine.as_deref(), &a.dataset, &a.split, mode)?;
+        pipeline::evaluate_folder(&searcher, engine.as_deref(), &a.dataset, &a.split, mode)
+            .map_err(engine_hint)?;
     print_eval(
         &result,
         a.json,

@@ -1,15 +1,16 @@
 //! `ksparse export`: a search folder's codes into Milvus or Postgres (pgvector), and the
 //! `--backend` that `search` and `eval` take to search through them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
 
-use ksparse::encoder::scoring::SparseEngine;
-use ksparse::pipeline::{Progress as _, Searcher, Stage};
+use ksparse::encoder::scoring::{ScoringMode, SparseEngine};
+use ksparse::pipeline::{EngineError, Progress as _, Searcher, Stage};
 
-use crate::args::positive_usize;
+use super::search::open_searcher;
+use crate::args::{cause, positive_usize};
 use crate::output::{print_json, print_line, Progress};
 
 #[derive(Args)]
@@ -76,16 +77,43 @@ pub fn run(a: ExportArgs) -> Result<()> {
     ))
 }
 
-/// The engine `--backend` names: `exact` (the folder's codes in memory, exact f32 scores)
-/// or an engine URL; checked to hold codes of `searcher`'s encoder.
-pub fn backend(searcher: &Searcher, spec: &str) -> Result<Box<dyn SparseEngine>> {
-    let engine: Box<dyn SparseEngine> = if spec == "exact" {
-        Box::new(searcher.exact_engine())
-    } else {
-        ksparse_export::connect(spec)?
+/// A search folder opened for `search` and `eval --index`.
+pub struct Opened {
+    /// The folder's searcher.
+    pub searcher: Searcher,
+    /// The engine `--backend` names; `None`: the folder's own index.
+    pub engine: Option<Box<dyn SparseEngine>>,
+    /// The scoring mode: the one given, or the default for where the search runs.
+    pub mode: ScoringMode,
+}
+
+/// Opens search folder `dir` (with `model` when it moved) to search on the engine
+/// `backend` names — `exact` (the folder's codes in memory, exact f32 scores) or an
+/// engine URL — or on its own index, under `mode` or the default for that engine.
+pub fn open_search(
+    dir: &Path,
+    model: Option<&str>,
+    backend: Option<&str>,
+    mode: Option<ScoringMode>,
+) -> Result<Opened> {
+    let searcher = open_searcher(dir, model)?;
+    let engine: Option<Box<dyn SparseEngine>> = match backend {
+        Some("exact") => Some(Box::new(searcher.exact_engine())),
+        Some(url) => Some(ksparse_export::connect(url)?),
+        None => None,
     };
-    searcher.check_engine(&*engine).map_err(|e| {
-        e.context("export this folder into another collection (`ksparse export --to URL`), or search with the folder the collection was exported from")
-    })?;
-    Ok(engine)
+    let mode = mode.unwrap_or_else(|| searcher.default_mode_on(engine.as_deref()));
+    Ok(Opened {
+        searcher,
+        engine,
+        mode,
+    })
+}
+
+/// What to do about a search through an engine of another encoder.
+pub fn engine_hint(e: anyhow::Error) -> anyhow::Error {
+    match cause::<EngineError>(&e) {
+        Some(EngineError::OtherEncoder { .. }) => e.context("export this folder into another collection (`ksparse export --to URL`), or search with the folder the collection was exported from"),
+        None => e,
+    }
 }

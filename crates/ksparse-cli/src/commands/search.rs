@@ -12,7 +12,7 @@ use ksparse::encoder::scoring::{MissingVectors, ScoringMode};
 use ksparse::encoder::train::{TrainConfig, PSEUDO_DISTILL_WEIGHT};
 use ksparse::pipeline::{self, ModelError};
 
-use super::export::backend;
+use super::export::{engine_hint, open_search, Opened};
 use crate::args::{
     cause, check_rescore, output_hint, positive_usize, EncoderShapeArgs, LockArgs, ModelArgs,
 };
@@ -156,37 +156,27 @@ pub fn build(a: BuildArgs) -> Result<()> {
 
 pub fn search(a: SearchArgs) -> Result<()> {
     check_rescore(a.rescore, a.top)?;
+    if a.rescore > 0 && a.backend.is_some() {
+        anyhow::bail!("--rescore re-ranks the on-disk index's quantised scores; engines score exactly: leave out --rescore with --backend");
+    }
     let queries = read_queries(&a)?;
-    let searcher = open_searcher(&a.index, a.model.as_deref())?;
-    let results = match &a.backend {
-        Some(spec) => {
-            if a.rescore > 0 {
-                anyhow::bail!("--rescore re-ranks the on-disk index's quantised scores; engines score exactly: leave out --rescore with --backend");
+    let Opened {
+        searcher,
+        engine,
+        mode,
+    } = open_search(&a.index, a.model.as_deref(), a.backend.as_deref(), a.mode)?;
+    let results = searcher
+        .search_on(engine.as_deref(), &queries, a.top, mode, a.rescore)
+        .map_err(|e| match cause::<MissingVectors>(&e) {
+            Some(_) if engine.is_some() => {
+                e.context("engines keep codes, not dense vectors: search with --mode two-stage")
             }
-            let engine = backend(&searcher, spec)?;
-            let mode = a.mode.unwrap_or_else(|| searcher.engine_default_mode());
-            searcher
-                .search_through(&*engine, &queries, a.top, mode)
-                .map_err(|e| match cause::<MissingVectors>(&e) {
-                    Some(_) => e.context(
-                        "engines keep codes, not dense vectors: search with --mode two-stage",
-                    ),
-                    None => e,
-                })?
-        }
-        None => {
-            let mode = a.mode.unwrap_or_else(|| searcher.default_mode());
-            searcher
-                .search(&queries, a.top, mode, a.rescore)
-                .map_err(|e| match cause::<MissingVectors>(&e) {
-                    Some(_) => e.context(format!(
-                        "rebuild {} with `ksparse build --keep-vectors`, or search with --mode two-stage",
-                        a.index.display()
-                    )),
-                    None => e,
-                })?
-        }
-    };
+            Some(_) => e.context(format!(
+                "rebuild {} with `ksparse build --keep-vectors`, or search with --mode two-stage",
+                a.index.display()
+            )),
+            None => engine_hint(e),
+        })?;
     let mut out = Stdout::new();
     for (q, hits) in queries.iter().zip(&results) {
         let mut text = String::new();

@@ -136,6 +136,15 @@ impl Milvus {
             .into_inner())
     }
 
+    /// A call whose reply is a bare [`proto::Status`], failing unless it says success.
+    fn call_ok<Req>(&self, method: &str, request: Req) -> Result<()>
+    where
+        Req: Message + Send + Sync + 'static,
+    {
+        let status: proto::Status = self.call(method, request)?;
+        self.check(method, Some(status))
+    }
+
     /// Fails with the server's reason unless `status` says success.
     fn check(&self, what: &str, status: Option<proto::Status>) -> Result<()> {
         match status {
@@ -204,7 +213,7 @@ impl Milvus {
                 },
             ],
         };
-        let status: proto::Status = self.call(
+        self.call_ok(
             "CreateCollection",
             proto::CreateCollectionRequest {
                 db_name: self.db.clone(),
@@ -213,14 +222,13 @@ impl Milvus {
                 shards_num: 1,
                 consistency_level: proto::consistency_level::STRONG,
             },
-        )?;
-        self.check("CreateCollection", Some(status))
+        )
     }
 
     /// Creates the inverted index on the codes (Milvus accepts the same index again, so a
     /// collection whose creation was interrupted before its index gets it on the next run).
     fn create_index(&self) -> Result<()> {
-        let status: proto::Status = self.call(
+        self.call_ok(
             "CreateIndex",
             proto::CreateIndexRequest {
                 db_name: self.db.clone(),
@@ -233,20 +241,18 @@ impl Milvus {
                     kv("params", r#"{"drop_ratio_build": 0}"#),
                 ],
             },
-        )?;
-        self.check("CreateIndex", Some(status))
+        )
     }
 
     /// Loads the collection for search and waits until it is loaded.
     fn load(&self) -> Result<()> {
-        let status: proto::Status = self.call(
+        self.call_ok(
             "LoadCollection",
             proto::LoadCollectionRequest {
                 db_name: self.db.clone(),
                 collection_name: self.collection.clone(),
             },
         )?;
-        self.check("LoadCollection", Some(status))?;
         for _ in 0..600 {
             let r: proto::GetLoadStateResponse = self.call(
                 "GetLoadState",

@@ -339,15 +339,8 @@ pub fn evaluate_folder(
     split: &str,
     mode: ScoringMode,
 ) -> Result<Evaluation> {
-    if let Some(engine) = engine {
-        searcher.check_engine(engine)?;
-    }
     let ds = Dataset::load(dataset, split)?;
-    let queries = &ds.queries.texts;
-    let hits = match engine {
-        Some(engine) => searcher.search_through(engine, queries, eval::EVAL_DEPTH, mode)?,
-        None => searcher.search(queries, eval::EVAL_DEPTH, mode, 0)?,
-    };
+    let hits = searcher.search_on(engine, &ds.queries.texts, eval::EVAL_DEPTH, mode, 0)?;
     let run = ds
         .queries
         .ids

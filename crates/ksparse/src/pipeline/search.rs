@@ -158,12 +158,34 @@ impl Searcher {
         }
     }
 
-    /// [`Searcher::default_mode`] for a search through another engine, which holds codes
-    /// but not the dense vectors: two-stage re-ranks by the reconstruction score instead.
-    pub fn engine_default_mode(&self) -> ScoringMode {
-        match self.default_mode() {
-            ScoringMode::TwoStageDense(r) => ScoringMode::TwoStage(r),
-            mode => mode,
+    /// [`Searcher::default_mode`] for a search on `engine` (`None`: the folder's own
+    /// index). Engines hold codes but not the dense vectors, so through one two-stage
+    /// re-ranks by the reconstruction score instead.
+    pub fn default_mode_on(&self, engine: Option<&dyn SparseEngine>) -> ScoringMode {
+        match (engine, self.default_mode()) {
+            (Some(_), ScoringMode::TwoStageDense(r)) => ScoringMode::TwoStage(r),
+            (_, mode) => mode,
+        }
+    }
+
+    /// [`Searcher::search`] on the folder's own index when `engine` is `None`, else
+    /// [`Searcher::search_through`] `engine`, which scores by the exact codes already
+    /// (so `rescore` must be 0).
+    pub fn search_on(
+        &self,
+        engine: Option<&dyn SparseEngine>,
+        queries: &[String],
+        top: usize,
+        mode: ScoringMode,
+        rescore: usize,
+    ) -> Result<Vec<Vec<Found>>> {
+        match engine {
+            None => self.search(queries, top, mode, rescore),
+            Some(engine) if rescore > 0 => bail!(
+                "re-scoring by the exact codes applies to the on-disk index's one-byte weights; {} scores by the exact codes already",
+                engine.name()
+            ),
+            Some(engine) => self.search_through(engine, queries, top, mode),
         }
     }
 
@@ -206,8 +228,8 @@ impl Searcher {
     /// database the folder was exported to, or [`Searcher::exact_engine`]): queries are
     /// embedded and planned here, the sparse query is answered by `engine`, and a
     /// two-stage plan re-ranks the engine's candidates by their codes. `two-stage-dense`
-    /// needs the kept vectors, which engines do not hold. Call
-    /// [`Searcher::check_engine`] first.
+    /// needs the kept vectors, which engines do not hold. An engine whose codes were made
+    /// by another encoder is refused ([`EngineError`]).
     pub fn search_through(
         &self,
         engine: &dyn SparseEngine,
@@ -215,6 +237,7 @@ impl Searcher {
         top: usize,
         mode: ScoringMode,
     ) -> Result<Vec<Vec<Found>>> {
+        self.check_engine(engine)?;
         let vectors = self.embed_queries(queries)?;
         vectors
             .par_iter()
@@ -231,7 +254,7 @@ impl Searcher {
 
     /// Refuses an engine whose codes were made by another encoder than this folder's
     /// (its documents would sit in another latent space than the queries).
-    pub fn check_engine(&self, engine: &dyn SparseEngine) -> Result<()> {
+    fn check_engine(&self, engine: &dyn SparseEngine) -> Result<()> {
         match engine.encoder_sha256()? {
             Some(sha) if sha != self.manifest.encoder_sha256 => Err(EngineError::OtherEncoder {
                 engine: engine.name(),
